@@ -1,0 +1,272 @@
+"""Step 3: the tokenizer and the model, with the special-token checks that SFT on reasoning traces needs.
+
+Two mistakes make a distilled model useless while the loss looks fine: an EOS that is not the chat template's
+end-of-turn token (the model learns to end turns with a token generation never stops on), and a pad token equal
+to EOS (collators that mask padding by token id then mask every EOS out of the loss, and the model never learns to
+stop; open-r1 #604). ``get_tokenizer`` derives the EOS from the template and gives padding a token of its own.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from open_r1_nb.paths import resolve_local
+
+logger = logging.getLogger(__name__)
+
+CHATML_TEMPLATE = (Path(__file__).parent / "chatml.jinja").read_text()
+# Tried in order when the tokenizer's pad token is missing or equals EOS; a new token is added only if none exists.
+PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "<|endoftext|>", "<unk>")
+NEW_PAD_TOKEN = "<|pad|>"
+_SENTINEL = "\u2063OPENR1NB\u2063"
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message says what to do instead."""
+
+
+def model_location(name_or_path: str) -> str:
+    """The local folder for a local model, else the Hub id unchanged."""
+    local = resolve_local(name_or_path)
+    return str(local) if local is not None else name_or_path
+
+
+def _load(loader, name_or_path: str, **kwargs):
+    location = model_location(name_or_path)
+    try:
+        return loader(location, **kwargs)
+    except OSError as err:
+        if resolve_local(name_or_path) is None:
+            raise ModelLoadError(
+                f"Could not load {name_or_path!r}: it is not a local folder and the Hub did not provide it "
+                f"({err}). If this machine is offline (HF_HUB_OFFLINE=1), download the model where the Hub is "
+                f"reachable (`huggingface-cli download {name_or_path} --local-dir <folder>`) and set "
+                "model_name_or_path to that folder."
+            ) from err
+        raise
+
+
+def read_chat_template(value: str) -> str:
+    """A recipe's ``chat_template``: a Jinja string, or a path to a ``.jinja`` file."""
+    if value.strip().endswith((".jinja", ".j2")) and "{" not in value:
+        local = resolve_local(value.strip())
+        if local is None:
+            raise FileNotFoundError(f"chat_template file {value!r} not found (relative paths start at the repo root)")
+        return local.read_text()
+    return value
+
+
+def end_of_turn_token(tokenizer) -> str | None:
+    """The special token the chat template writes right after an assistant turn (its end-of-turn token)."""
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception:  # a template that refuses this shape has no answer to give here
+        return None
+    after = text.split(_SENTINEL, 1)[1].lstrip(" ") if _SENTINEL in text else ""
+    specials = sorted(
+        set(tokenizer.all_special_tokens) | {t.content for t in tokenizer.added_tokens_decoder.values()},
+        key=len,
+        reverse=True,
+    )
+    for token in specials:
+        if token and after.startswith(token):
+            return token
+    return None
+
+
+def prepare_tokenizer(tokenizer, chat_template: str | None = None, eos_token: str | None = None) -> list[str]:
+    """Fix the chat template, EOS and pad of ``tokenizer`` in place; return one note per change, in words."""
+    notes: list[str] = []
+    if chat_template:
+        tokenizer.chat_template = read_chat_template(chat_template)
+        notes.append("chat template: replaced by the recipe's chat_template")
+    elif not tokenizer.chat_template:
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        tokenizer.chat_template = CHATML_TEMPLATE
+        notes.append("chat template: the tokenizer has none, so ChatML was applied (as open-r1 does)")
+
+    template_eos = end_of_turn_token(tokenizer)
+    wanted = eos_token or template_eos
+    if eos_token and template_eos and eos_token != template_eos:
+        notes.append(
+            f"warning: the recipe's eos_token {eos_token!r} differs from the chat template's end-of-turn token "
+            f"{template_eos!r}; generation will not stop at the end of a turn unless they agree"
+        )
+    if wanted and wanted not in tokenizer.get_vocab():
+        raise ValueError(
+            f"eos_token {wanted!r} is not in the tokenizer's vocabulary; set eos_token in the recipe to the chat "
+            f"template's end-of-turn token (found: {template_eos!r})"
+        )
+    if wanted and tokenizer.eos_token != wanted:
+        notes.append(f"eos: {tokenizer.eos_token!r} -> {wanted!r} (the chat template ends each turn with it)")
+        tokenizer.eos_token = wanted
+
+    pad = tokenizer.pad_token
+    if pad is None or pad == tokenizer.eos_token:
+        vocab = tokenizer.get_vocab()
+        choice = next((t for t in PAD_CANDIDATES if t in vocab and t != tokenizer.eos_token), None)
+        if choice is None:
+            tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})
+            choice = NEW_PAD_TOKEN
+            notes.append(f"pad: added a new token {NEW_PAD_TOKEN!r} (the model's embeddings are resized to match)")
+        else:
+            tokenizer.pad_token = choice
+        why = "was unset" if pad is None else "was the EOS, so padding masks would hide every EOS from the loss"
+        notes.append(f"pad: {pad!r} -> {choice!r} ({why})")
+    return notes
+
+
+def trusts_remote_code(model_args, training_args) -> bool:
+    """Remote code runs only when the recipe says so explicitly (``trust_remote_code: true``)."""
+    return bool(getattr(training_args, "trust_remote_code", False) or getattr(model_args, "trust_remote_code", False))
+
+
+def _kbit_device_map() -> dict[str, int]:
+    # Quantised weights must sit on this rank's own GPU; a device map pins them there.
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def get_tokenizer(model_args, training_args, notes: list[str] | None = None):
+    """Load the tokenizer and apply the recipe's template, EOS and pad rules (see ``prepare_tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(
+        AutoTokenizer.from_pretrained,
+        model_args.model_name_or_path,
+        revision=getattr(model_args, "model_revision", None) or "main",
+        trust_remote_code=trusts_remote_code(model_args, training_args),
+    )
+    template = getattr(training_args, "chat_template", None) or getattr(training_args, "chat_template_path", None)
+    changes = prepare_tokenizer(tokenizer, template, getattr(training_args, "eos_token", None))
+    for change in changes:
+        logger.info("tokenizer %s", change)
+    if notes is not None:
+        notes.extend(changes)
+    return tokenizer
+
+
+def special_tokens_table(tokenizer) -> Any:
+    """bos/eos/pad/unk with their ids, and the template's end-of-turn token, as a table."""
+    import pandas as pd
+
+    rows = []
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        token = getattr(tokenizer, name, None)
+        rows.append({"role": name, "token": token, "id": tokenizer.convert_tokens_to_ids(token) if token else None})
+    eot = end_of_turn_token(tokenizer)
+    rows.append({"role": "template end-of-turn", "token": eot, "id": tokenizer.convert_tokens_to_ids(eot) if eot else None})
+    return pd.DataFrame(rows)
+
+
+def resolve_attn_implementation(requested: str | None) -> tuple[str | None, str | None]:
+    """Fall back from flash-attn when it cannot run here; return (implementation, note or None)."""
+    import torch
+
+    if requested in ("flash_attention_2", "flash_attention_3"):
+        if not torch.cuda.is_available():
+            return "sdpa", f"{requested} needs a CUDA GPU; using sdpa"
+        module = "flash_attn" if requested == "flash_attention_2" else "flash_attn_interface"
+        if importlib.util.find_spec(module) is None:
+            return "sdpa", (
+                f"{requested} requested but {module} is not installed (PyPI ships flash-attn as source only); "
+                "using sdpa. `pip install .[flash]` compiles it, or set attn_implementation to a Hub kernel."
+            )
+    return requested, None
+
+
+def torch_dtype(value: str | None):
+    import torch
+
+    if value in (None, "auto"):
+        return value
+    if isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, value)
+
+
+def get_model(model_args, training_args, tokenizer=None, notes: list[str] | None = None):
+    """Load the model for training: dtype, attention (with fallback), ``use_cache`` off under checkpointing."""
+    from transformers import AutoModelForCausalLM
+    from trl import get_quantization_config
+
+    attn, note = resolve_attn_implementation(getattr(model_args, "attn_implementation", None))
+    if note:
+        logger.warning(note)
+        if notes is not None:
+            notes.append(note)
+    quantization_config = get_quantization_config(model_args)
+    kwargs = dict(
+        revision=getattr(model_args, "model_revision", None) or "main",
+        trust_remote_code=trusts_remote_code(model_args, training_args),
+        attn_implementation=attn,
+        dtype=torch_dtype(getattr(model_args, "dtype", None)),
+        # The KV cache is useless during training and conflicts with gradient checkpointing.
+        use_cache=not getattr(training_args, "gradient_checkpointing", False),
+        device_map=_kbit_device_map() if quantization_config is not None else None,
+        quantization_config=quantization_config,
+    )
+    model = _load(AutoModelForCausalLM.from_pretrained, model_args.model_name_or_path, **kwargs)
+    if tokenizer is not None:
+        align_model_with_tokenizer(model, tokenizer, notes)
+    return model
+
+
+def align_model_with_tokenizer(model, tokenizer, notes: list[str] | None = None) -> None:
+    """Grow the embeddings for added tokens; mirror EOS/pad ids onto the model and generation configs."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+        if notes is not None:
+            notes.append(f"embeddings resized to {len(tokenizer)} rows for the added tokens")
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def model_summary(model) -> dict[str, Any]:
+    """Parameters, dtype, attention implementation and layer shape, for a table."""
+    cfg = model.config
+    return {
+        "architecture": type(model).__name__,
+        "parameters (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "attention": getattr(cfg, "_attn_implementation", None),
+        "layers": getattr(cfg, "num_hidden_layers", None),
+        "hidden size": getattr(cfg, "hidden_size", None),
+        "vocab": getattr(cfg, "vocab_size", None),
+        "max positions": getattr(cfg, "max_position_embeddings", None),
+        "use_cache": getattr(cfg, "use_cache", None),
+    }
+
+
+def split_prompt_completion(tokenizer, messages: list[dict]) -> tuple[str, str]:
+    """The rendered prompt (everything before the last assistant turn) and the assistant part SFT learns."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):  # templates that rewrite earlier turns (e.g. drop old reasoning)
+        return "", full
+    return prompt, full[len(prompt) :]
+
+
+def render_sample_html(tokenizer, messages: list[dict]) -> str:
+    """HTML of one conversation through the chat template, the assistant part highlighted, with token counts."""
+    prompt, completion = split_prompt_completion(tokenizer, messages)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+    n_completion = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    return (
+        '<pre style="white-space:pre-wrap;font-size:12px">'
+        f'<span style="color:#555">{html.escape(prompt)}</span>'
+        f'<span style="background:#e3f2e1">{html.escape(completion)}</span></pre>'
+        f"<p>prompt: {n_prompt} tokens (grey) · assistant: {n_completion} tokens (green, what the model learns "
+        f"to write; it must end with {html.escape(str(tokenizer.eos_token))})</p>"
+    )

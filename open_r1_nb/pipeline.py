@@ -1,0 +1,145 @@
+"""Run the numbered notebooks headless with papermill, one run folder per profile.
+
+``scripts/run_pipeline.py`` is the command-line face of ``run_pipeline``; the notebooks use ``load_run_recipe``
+to read what notebook 01 (or the runner) wrote, so any notebook can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve_local, run_dir
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names the notebook, the cell and the error."""
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    seconds: float
+    output: Path
+    ok: bool
+    error: str | None = None
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, optionally only those whose two-digit prefix is in ``only``."""
+    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.strip().zfill(2) for o in only if o.strip()}
+        unknown = wanted - {p.name[:2] for p in found}
+        if unknown:
+            raise PipelineError(f"No notebook numbered {sorted(unknown)}; there are {[p.name for p in found]}.")
+        found = [p for p in found if p.name[:2] in wanted]
+    return found
+
+
+def profile_path(profile: str | Path) -> Path:
+    path = resolve_local(profile)
+    if path is None:
+        raise PipelineError(f"Profile {str(profile)!r} not found; profiles live in {REPO_ROOT / 'parameters'}.")
+    return path
+
+
+def load_run_recipe(profile: str | Path, run_name: str = ""):
+    """The run's resolved recipe: ``runs/<run>/recipe.yaml`` when it exists, else the profile resolved anew."""
+    from open_r1_nb.config import load_recipe
+
+    recipe = load_recipe(profile_path(profile), check_files=False)
+    name = run_name or recipe.run_name
+    saved = run_dir(name) / RECIPE_FILE
+    if saved.exists():
+        return load_recipe(saved, check_files=False)
+    return recipe.for_run(name)
+
+
+def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | None = None):
+    """Validate the profile and write ``runs/<run>/recipe.yaml``; return the resolved recipe."""
+    from open_r1_nb.config import load_recipe, save_recipe
+
+    recipe = load_recipe(profile_path(profile), overrides=overrides, check_files=True)
+    recipe = recipe.for_run(run_name or recipe.run_name)
+    save_recipe(recipe, recipe.run_dir / RECIPE_FILE)
+    return recipe
+
+
+def _describe_failure(err: Exception) -> str:
+    # papermill's execution error carries the cell index and the exception's name and value.
+    cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    where = f"cell {cell}" if cell is not None else "a cell"
+    return f"{where}: {ename}: {evalue}"
+
+
+def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: str | None = None) -> None:
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=parameters,
+        kernel_name=kernel_name,
+        cwd=str(NOTEBOOKS_DIR),  # same working directory as in JupyterLab
+        progress_bar=False,
+        log_output=False,
+        request_save_on_cell_execute=True,
+    )
+
+
+def run_pipeline(
+    profile: str | Path,
+    only: list[str] | None = None,
+    run_name: str = "",
+    kernel_name: str | None = None,
+    echo=print,
+) -> list[NotebookResult]:
+    """Execute the notebooks in order into ``runs/<run>/notebooks/``; stop at the first failure.
+
+    The recipe is validated and written before any notebook starts, so a bad profile fails in seconds.
+    """
+    recipe = write_run_recipe(profile, run_name)
+    out_dir = recipe.run_dir / "notebooks"
+    params = {"profile": str(profile_path(profile)), "run_name": recipe.run_name}
+    echo(f"run {recipe.run_name!r} -> {recipe.run_dir}")
+    results: list[NotebookResult] = []
+    start = time.perf_counter()
+    for nb in notebooks(only):
+        output = out_dir / nb.name
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb, output, params, kernel_name)
+        except Exception as err:  # papermill raises its own error type; any failure stops the run here
+            seconds = time.perf_counter() - t0
+            detail = _describe_failure(err)
+            results.append(NotebookResult(nb.stem, seconds, output, False, detail))
+            echo(f"  {nb.stem:<28} FAILED after {seconds:6.1f} s")
+            _record_times(recipe.run_dir, results, time.perf_counter() - start)
+            raise PipelineError(
+                f"Notebook {nb.name} failed in {detail}\nThe executed copy with the full traceback: {output}"
+            ) from err
+        seconds = time.perf_counter() - t0
+        results.append(NotebookResult(nb.stem, seconds, output, True))
+        echo(f"  {nb.stem:<28} ok    {seconds:6.1f} s")
+    total = time.perf_counter() - start
+    _record_times(recipe.run_dir, results, total)
+    echo(f"  {'total':<28}       {total:6.1f} s")
+    return results
+
+
+def _record_times(folder: Path, results: list[NotebookResult], total: float) -> None:
+    """Merge the wall times into ``metrics.json`` (other steps add their own keys to the same file)."""
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    times = metrics.get("wall_seconds", {})
+    times.update({r.name: round(r.seconds, 1) for r in results})
+    times["total"] = round(sum(v for k, v in times.items() if k != "total"), 1)
+    metrics["wall_seconds"] = times
+    path.write_text(json.dumps(metrics, indent=2))
