@@ -329,3 +329,21 @@ def plot_lengths(stats: LengthStats, path: str | Path | None = None, title: str 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
+
+
+def heldout_examples(args, n: int = 3, split: str = "test") -> list[list[dict]]:
+    """Up to ``n`` conversations the model did not train on: the ``test`` split of the recipe's first source
+    that has one (the embedded datasets all do), else the last training rows."""
+    sources = (
+        [(e.id, e.config) for e in args.dataset_mixture.datasets]
+        if getattr(args, "dataset_mixture", None) is not None
+        else [(args.dataset_name, getattr(args, "dataset_config", None))]
+    )
+    for dataset_id, config in sources:
+        try:
+            ds = load_source(dataset_id, config, split)
+        except (DatasetLoadError, ValueError, FileNotFoundError):
+            continue
+        return [row["messages"] for row in ds.select(range(min(n, len(ds))))]
+    train = get_dataset(args)["train"]
+    return [row["messages"] for row in train.select(range(max(0, len(train) - n), len(train)))]

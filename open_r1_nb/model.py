@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.config import resolve_chat_template
 from open_r1_nb.paths import resolve_local
 
 logger = logging.getLogger(__name__)
@@ -50,16 +51,6 @@ def _load(loader, name_or_path: str, **kwargs):
         raise
 
 
-def read_chat_template(value: str) -> str:
-    """A recipe's ``chat_template``: a Jinja string, or a path to a ``.jinja`` file."""
-    if value.strip().endswith((".jinja", ".j2")) and "{" not in value:
-        local = resolve_local(value.strip())
-        if local is None:
-            raise FileNotFoundError(f"chat_template file {value!r} not found (relative paths start at the repo root)")
-        return local.read_text()
-    return value
-
-
 def end_of_turn_token(tokenizer) -> str | None:
     """The special token the chat template writes right after an assistant turn (its end-of-turn token)."""
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _SENTINEL}]
@@ -83,7 +74,7 @@ def prepare_tokenizer(tokenizer, chat_template: str | None = None, eos_token: st
     """Fix the chat template, EOS and pad of ``tokenizer`` in place; return one note per change, in words."""
     notes: list[str] = []
     if chat_template:
-        tokenizer.chat_template = read_chat_template(chat_template)
+        tokenizer.chat_template = resolve_chat_template(chat_template)
         notes.append("chat template: replaced by the recipe's chat_template")
     elif not tokenizer.chat_template:
         missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
@@ -203,7 +194,8 @@ def get_model(model_args, training_args, tokenizer=None, notes: list[str] | None
         logger.warning(note)
         if notes is not None:
             notes.append(note)
-    quantization_config = get_quantization_config(model_args)
+    quantized = getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False)
+    quantization_config = get_quantization_config(model_args) if quantized else None
     kwargs = dict(
         revision=getattr(model_args, "model_revision", None) or "main",
         trust_remote_code=trusts_remote_code(model_args, training_args),

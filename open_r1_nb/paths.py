@@ -29,7 +29,9 @@ def resolve_local(path: str | os.PathLike) -> Path | None:
 
     A relative path is tried against the working directory first, then against the repository root, so
     the same recipe works from a terminal at the root and from a notebook kernel inside ``notebooks/``.
-    Anything not found locally is left to the caller to treat as a Hub id.
+    A path that starts with ``cache/`` is also looked up in :func:`cache_dir` (``OPEN_R1_NB_CACHE``), so recipes
+    can name the embedded assets the same way wherever the cache lives. Anything not found locally is left to the
+    caller to treat as a Hub id.
     """
     p = Path(os.path.expanduser(str(path)))
     if p.is_absolute():
@@ -37,4 +39,6 @@ def resolve_local(path: str | os.PathLike) -> Path | None:
     for base in (Path.cwd(), REPO_ROOT):
         if (base / p).exists():
             return (base / p).resolve()
+    if len(p.parts) > 1 and p.parts[0] == "cache" and cache_dir().joinpath(*p.parts[1:]).exists():
+        return cache_dir().joinpath(*p.parts[1:])
     return None

@@ -52,20 +52,20 @@ def load_run_recipe(profile: str | Path, run_name: str = ""):
     """The run's resolved recipe: ``runs/<run>/recipe.yaml`` when it exists, else the profile resolved anew."""
     from open_r1_nb.config import load_recipe
 
-    recipe = load_recipe(profile_path(profile), check_files=False)
-    name = run_name or recipe.run_name
-    saved = run_dir(name) / RECIPE_FILE
+    overrides = {"run_name": run_name} if run_name else None
+    recipe = load_recipe(profile_path(profile), overrides=overrides, check_files=False)
+    saved = run_dir(recipe.run_name) / RECIPE_FILE
     if saved.exists():
         return load_recipe(saved, check_files=False)
-    return recipe.for_run(name)
+    return recipe.resolved_for_run()
 
 
 def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | None = None):
     """Validate the profile and write ``runs/<run>/recipe.yaml``; return the resolved recipe."""
     from open_r1_nb.config import load_recipe, save_recipe
 
-    recipe = load_recipe(profile_path(profile), overrides=overrides, check_files=True)
-    recipe = recipe.for_run(run_name or recipe.run_name)
+    overrides = {**(overrides or {}), **({"run_name": run_name} if run_name else {})}
+    recipe = load_recipe(profile_path(profile), overrides=overrides or None, check_files=True).resolved_for_run()
     save_recipe(recipe, recipe.run_dir / RECIPE_FILE)
     return recipe
 
@@ -105,6 +105,16 @@ def run_pipeline(
 
     The recipe is validated and written before any notebook starts, so a bad profile fails in seconds.
     """
+    from open_r1_nb import assets
+    from open_r1_nb.config import load_recipe
+
+    # The profile's offline assets are built first (cached, so instant the second time): validating the recipe
+    # checks that its local model and data exist.
+    needed = load_recipe(profile_path(profile), check_files=False).pipeline.assets
+    if needed:
+        t0 = time.perf_counter()
+        assets.prepare(list(needed))
+        echo(f"  {'assets':<28} ok    {time.perf_counter() - t0:6.1f} s")
     recipe = write_run_recipe(profile, run_name)
     out_dir = recipe.run_dir / "notebooks"
     params = {"profile": str(profile_path(profile)), "run_name": recipe.run_name}

@@ -79,7 +79,9 @@ def test_chat_template_from_jinja_file(raw_tokenizer, tmp_path):
 
 
 def test_missing_jinja_file_is_named(raw_tokenizer):
-    with pytest.raises(FileNotFoundError, match="nope.jinja"):
+    from open_r1_nb.config import RecipeError
+
+    with pytest.raises(RecipeError, match="nope.jinja"):
         m.prepare_tokenizer(raw_tokenizer, chat_template="parameters/chat_templates/nope.jinja")
 
 
