@@ -131,7 +131,7 @@ def run_pipeline(
             detail = _describe_failure(err)
             results.append(NotebookResult(nb.stem, seconds, output, False, detail))
             echo(f"  {nb.stem:<28} FAILED after {seconds:6.1f} s")
-            _record_times(recipe.run_dir, results, time.perf_counter() - start)
+            _record_times(recipe.run_dir, results, profile_path(profile).stem)
             raise PipelineError(
                 f"Notebook {nb.name} failed in {detail}\nThe executed copy with the full traceback: {output}"
             ) from err
@@ -139,17 +139,29 @@ def run_pipeline(
         results.append(NotebookResult(nb.stem, seconds, output, True))
         echo(f"  {nb.stem:<28} ok    {seconds:6.1f} s")
     total = time.perf_counter() - start
-    _record_times(recipe.run_dir, results, total)
+    _record_times(recipe.run_dir, results, profile_path(profile).stem)
     echo(f"  {'total':<28}       {total:6.1f} s")
     return results
 
 
-def _record_times(folder: Path, results: list[NotebookResult], total: float) -> None:
-    """Merge the wall times into ``metrics.json`` (other steps add their own keys to the same file)."""
-    path = folder / "metrics.json"
+def merge_metrics(folder: Path, update: dict) -> dict:
+    """Merge ``update`` into ``<run>/metrics.json`` one level deep: each step owns its own keys in the file."""
+    path = Path(folder) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
-    times = metrics.get("wall_seconds", {})
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(metrics.get(key), dict):
+            metrics[key].update(value)
+        else:
+            metrics[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _record_times(folder: Path, results: list[NotebookResult], profile: str) -> None:
+    """Wall time per notebook, and their sum, into ``metrics.json``."""
+    path = Path(folder) / "metrics.json"
+    times = json.loads(path.read_text()).get("wall_seconds", {}) if path.exists() else {}
     times.update({r.name: round(r.seconds, 1) for r in results})
     times["total"] = round(sum(v for k, v in times.items() if k != "total"), 1)
-    metrics["wall_seconds"] = times
-    path.write_text(json.dumps(metrics, indent=2))
+    merge_metrics(folder, {"profile": profile, "wall_seconds": times})

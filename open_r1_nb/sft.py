@@ -1,0 +1,276 @@
+"""Step 4: supervised fine-tuning on reasoning traces, the entry point that ``accelerate launch`` runs.
+
+    accelerate launch --config_file parameters/accelerate/cpu_2proc.yaml --num_processes 2 \\
+        -m open_r1_nb.sft --config runs/smoke/recipe.yaml [--learning_rate 1e-4 ...]
+
+The same command runs from notebook 04, a terminal or a Slurm job. It follows open-r1's ``sft.py``: seed,
+logging, resume from the last checkpoint, dataset, tokenizer, model, ``SFTTrainer``, train, save, model card,
+optional push. What it adds: only *complete* checkpoints are resumed from, the trainer logs real (non-padding)
+tokens per second and the padding share, and the saved generation config stops at the tokenizer's EOS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+logger = logging.getLogger("open_r1_nb.sft")
+
+COMPLETE_MARKER = "open_r1_nb_complete"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Sampling defaults written into the saved generation config: the DeepSeek-R1 evaluation protocol.
+SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """A checkpoint is complete when our marker is there (written after every rank finished saving)."""
+    return (path / COMPLETE_MARKER).exists()
+
+
+def find_checkpoints(output_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """(complete, partial) checkpoints under ``output_dir``, each sorted by step."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return [], []
+    found = sorted(
+        (p for p in root.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)),
+        key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)),
+    )
+    complete = [p for p in found if checkpoint_is_complete(p)]
+    partial = [p for p in found if not checkpoint_is_complete(p)]
+    return complete, partial
+
+
+def last_complete_checkpoint(output_dir: str | Path, quarantine: bool = False) -> Path | None:
+    """The newest complete checkpoint; partial ones newer than it are reported and, if asked, moved aside.
+
+    Moving them aside (renamed ``*.partial``) keeps the trainer's own checkpoint rotation from choosing them.
+    """
+    complete, partial = find_checkpoints(output_dir)
+    last = complete[-1] if complete else None
+    for p in partial:
+        logger.warning("checkpoint %s is incomplete (interrupted while saving): it will not be used", p)
+        if quarantine:
+            target = p.with_name(f"{p.name}.partial-{int(time.time())}")
+            p.rename(target)
+    return last
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """Marks a checkpoint complete once every process has finished writing it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE_MARKER).write_text(json.dumps({"global_step": state.global_step}))
+        return control
+
+
+# -------------------------------------------------------------------------------------------- trainer
+
+
+class ThroughputSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded-total; this process only
+        self._train_start: float | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._train_start is None:
+            self._train_start = time.perf_counter()
+        ids = inputs.get("input_ids")
+        if ids is not None:
+            mask = inputs.get("attention_mask")
+            real = float(mask.sum()) if mask is not None else float(ids.numel())  # padding-free: no padding
+            self._token_counts += torch.tensor([real, float(ids.numel())], dtype=torch.float64)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs, *args, **kwargs):
+        if self._train_start is not None and "loss" in logs:
+            counts = self.accelerator.reduce(self._token_counts.to(self.accelerator.device), reduction="sum").cpu()
+            real, total = float(counts[0]), float(counts[1])
+            elapsed = max(time.perf_counter() - self._train_start, 1e-9)
+            logs["real_tokens"] = int(real)
+            logs["real_tokens_per_second"] = round(real / elapsed, 2)
+            logs["padding_fraction"] = round(1 - real / total, 4) if total else 0.0
+        super().log(logs, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def final_model_dir(output_dir: str | Path) -> Path:
+    """Pipeline runs write checkpoints to ``runs/<run>/checkpoints`` and the model to ``runs/<run>/model``;
+    any other ``output_dir`` holds the final model itself, as upstream."""
+    out = Path(output_dir)
+    return out.parent / "model" if out.name == "checkpoints" else out
+
+
+def finalize_generation_config(model, tokenizer) -> None:
+    """EOS aligned with the tokenizer, pad set, the cache back on and R1's sampling defaults."""
+    gen = model.generation_config
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    for key, value in SAMPLING_DEFAULTS.items():
+        setattr(gen, key, value)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = True
+
+
+def dataset_references(script_args) -> list[str]:
+    mixture = getattr(script_args, "dataset_mixture", None)
+    if mixture is not None:
+        return [entry.id for entry in mixture.datasets]
+    return [script_args.dataset_name] if script_args.dataset_name else []
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def setup_logging(training_args) -> None:
+    import datasets
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(max(level, logging.INFO) if level != logging.WARNING else logging.INFO)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def train(recipe) -> Path:
+    """Run SFT for a loaded recipe; return the folder of the final model."""
+    from transformers import set_seed
+
+    from open_r1_nb.data import get_dataset, validate_dataset
+    from open_r1_nb.model import get_model, get_tokenizer
+
+    script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    rank = training_args.process_index
+    logger.info("rank %d of %d on %s", rank, training_args.world_size, training_args.device)
+
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None:
+        checkpoint = last_complete_checkpoint(training_args.output_dir, quarantine=training_args.process_index == 0)
+        if checkpoint is not None:
+            logger.info("resuming from the last complete checkpoint %s", checkpoint)
+    training_args.resume_from_checkpoint = str(checkpoint) if checkpoint else None
+
+    if "wandb" in (training_args.report_to or []):
+        for key in ("wandb_entity", "wandb_project", "wandb_run_group"):
+            value = getattr(training_args, key, None)
+            if value:
+                os.environ[key.upper()] = value
+
+    dataset = get_dataset(script_args)
+    validate_dataset(dataset)
+    notes: list[str] = []
+    tokenizer = get_tokenizer(model_args, training_args, notes=notes)
+    model = get_model(model_args, training_args, tokenizer=tokenizer, notes=notes)
+    for note in notes:
+        logger.info("model/tokenizer: %s", note)
+
+    from trl import get_peft_config
+
+    train_split = script_args.dataset_train_split or "train"
+    eval_split = script_args.dataset_test_split or "test"
+    trainer = ThroughputSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset[train_split],
+        eval_dataset=dataset[eval_split] if training_args.eval_strategy != "no" and eval_split in dataset else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[CheckpointCompleteCallback(), *extra_callbacks(training_args, model_args)],
+    )
+
+    logger.info("*** Train ***")
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = result.metrics
+    metrics["train_samples"] = len(dataset[train_split])
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    logger.info("*** Save model ***")
+    model_dir = final_model_dir(training_args.output_dir)
+    finalize_generation_config(trainer.model, tokenizer)
+    trainer.save_model(str(model_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(model_dir))
+        trainer.create_model_card(
+            model_name=Path(model_dir).name if not training_args.hub_model_id else training_args.hub_model_id,
+            dataset_name=", ".join(dataset_references(script_args)) or None,
+            tags=["open-r1", "open_r1_nb", "reasoning", "sft"],
+        )
+        readme = Path(training_args.output_dir) / "README.md"
+        if readme.exists() and Path(model_dir) != Path(training_args.output_dir):
+            (Path(model_dir) / "README.md").write_text(readme.read_text())
+        (Path(model_dir) / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
+        logger.info("model saved to %s", model_dir)
+    trainer.accelerator.wait_for_everyone()
+
+    if training_args.push_to_hub:
+        from open_r1_nb.publish import push_model
+
+        if trainer.accelerator.is_main_process:
+            push_model(model_dir, training_args)
+    return Path(model_dir)
+
+
+def extra_callbacks(training_args, model_args) -> list:
+    """The recipe's ``callbacks`` by name (open-r1's ``push_to_hub_revision``)."""
+    names = list(getattr(training_args, "callbacks", None) or [])
+    callbacks = []
+    for name in names:
+        if name == "push_to_hub_revision":
+            from open_r1_nb.publish import PushToHubRevisionCallback
+
+            callbacks.append(PushToHubRevisionCallback(model_args))
+        else:
+            raise ValueError(f"Unknown callback {name!r} in the recipe's callbacks; known: ['push_to_hub_revision']")
+    return callbacks
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from open_r1_nb.config import load_recipe, parse_overrides
+
+    parser = argparse.ArgumentParser(description="SFT on reasoning traces (open-r1 step 1).")
+    parser.add_argument("--config", required=True, help="a recipe YAML, e.g. runs/<run>/recipe.yaml")
+    args, rest = parser.parse_known_args(argv)
+    recipe = load_recipe(args.config, overrides=parse_overrides(rest), check_files=True)
+    train(recipe)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
