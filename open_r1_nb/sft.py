@@ -267,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SFT on reasoning traces (open-r1 step 1).")
     parser.add_argument("--config", required=True, help="a recipe YAML, e.g. runs/<run>/recipe.yaml")
     args, rest = parser.parse_known_args(argv)
-    recipe = load_recipe(args.config, overrides=parse_overrides(rest), check_files=True)
-    train(recipe)
+    recipe = load_recipe(args.config, overrides=parse_overrides(rest), check_files=True, setup_devices=True)
+    try:
+        train(recipe)
+    finally:
+        # Without an explicit teardown the gloo/NCCL group is destroyed at interpreter exit, which sometimes
+        # aborts a rank ("terminate called without an active exception") after a successful run.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
