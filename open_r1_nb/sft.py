@@ -103,6 +103,26 @@ class ThroughputSFTTrainer(SFTTrainer):
             self._token_counts += torch.tensor([real, float(ids.numel())], dtype=torch.float64)
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # accelerate names a CPU rank's device "cpu:0", and the Trainer passes it to torch.load as map_location
+        # when resuming with several processes; torch cannot restore storages to "cpu:0" (it raises "don't know
+        # how to restore data location"). Plain "cpu" is the same memory.
+        device = self.args.device
+        if device.type != "cpu" or device.index is None:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        original = torch.load
+
+        def load_on_cpu(*args, **kwargs):
+            if kwargs.get("map_location") is not None:
+                kwargs["map_location"] = "cpu"
+            return original(*args, **kwargs)
+
+        torch.load = load_on_cpu
+        try:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            torch.load = original
+
     def log(self, logs, *args, **kwargs):
         if self._train_start is not None and "loss" in logs:
             counts = self.accelerator.reduce(self._token_counts.to(self.accelerator.device), reduction="sum").cpu()

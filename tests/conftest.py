@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Set before transformers/datasets/huggingface_hub are imported anywhere in the test session.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,6 +11,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# Runs made by tests (including `pytest --nbmake notebooks`) go to a scratch folder, never the user's runs/.
+os.environ.setdefault("OPEN_R1_NB_RUNS", tempfile.mkdtemp(prefix="open_r1_nb_runs_"))
 
 import pytest  # noqa: E402
 
