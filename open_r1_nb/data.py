@@ -7,6 +7,7 @@ the Hub path takes for granted: local folders/files as sources, and one clear er
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -77,7 +78,9 @@ def load_source(dataset_id: str, config: str | None = None, split: str = "train"
         if (local / "dataset_dict.json").exists():
             loaded = datasets.load_from_disk(str(local))
             if split not in loaded:
-                raise DatasetLoadError(f"{local} has splits {list(loaded)}; the recipe asked for split {split!r}.")
+                raise DatasetLoadError(
+                    f"{local} has splits {list(loaded)}; the recipe asked for split {split!r}."
+                )
             return loaded[split]
         if (local / "state.json").exists():
             return datasets.load_from_disk(str(local))
@@ -120,10 +123,9 @@ def get_dataset(args) -> Any:
         train_split = getattr(args, "dataset_train_split", "train") or "train"
         test_split = getattr(args, "dataset_test_split", "test") or "test"
         out = {"train": load_source(args.dataset_name, getattr(args, "dataset_config", None), train_split)}
-        try:
+        # A dataset without a test split is normal.
+        with contextlib.suppress(DatasetLoadError, ValueError, FileNotFoundError):
             out["test"] = load_source(args.dataset_name, getattr(args, "dataset_config", None), test_split)
-        except (DatasetLoadError, ValueError, FileNotFoundError):
-            pass  # a dataset without a test split is normal
         return datasets.DatasetDict(out)
 
     seed = getattr(mixture, "seed", 0) or 0
@@ -162,7 +164,9 @@ def mixture_table(args, dataset) -> Any:
     for entry in mixture.datasets:
         n = len(load_source(entry.id, entry.config, entry.split or "train"))
         kept = int(n * float(entry.weight)) if entry.weight is not None else n
-        rows.append({"source": entry.id, "split": entry.split, "rows": n, "weight": entry.weight, "kept": kept})
+        rows.append(
+            {"source": entry.id, "split": entry.split, "rows": n, "weight": entry.weight, "kept": kept}
+        )
     table = pd.DataFrame(rows)
     table["share of mixture"] = (table["kept"] / table["kept"].sum()).round(3)
     return table

@@ -11,7 +11,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-CORE_PACKAGES = ("torch", "transformers", "trl", "accelerate", "datasets", "math-verify", "papermill", "open_r1_nb")
+CORE_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "accelerate",
+    "datasets",
+    "math-verify",
+    "papermill",
+    "open_r1_nb",
+)
 OPTIONAL_PACKAGES = {
     "flash-attn": ("flash_attn", "fast attention kernels for training on GPU (falls back to sdpa)"),
     "vllm": ("vllm", "fast generation for evaluation on GPU"),
@@ -60,7 +69,14 @@ def optional_packages() -> list[dict[str, Any]]:
     rows = []
     for dist, (module, purpose) in OPTIONAL_PACKAGES.items():
         found = importlib.util.find_spec(module) is not None
-        rows.append({"package": dist, "installed": found, "version": _version(dist) if found else None, "for": purpose})
+        rows.append(
+            {
+                "package": dist,
+                "installed": found,
+                "version": _version(dist) if found else None,
+                "for": purpose,
+            }
+        )
     return rows
 
 

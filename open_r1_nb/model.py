@@ -106,17 +106,23 @@ def prepare_tokenizer(tokenizer, chat_template: str | None = None, eos_token: st
         if choice is None:
             tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})
             choice = NEW_PAD_TOKEN
-            notes.append(f"pad: added a new token {NEW_PAD_TOKEN!r} (the model's embeddings are resized to match)")
+            notes.append(
+                f"pad: added a new token {NEW_PAD_TOKEN!r} (the model's embeddings are resized to match)"
+            )
         else:
             tokenizer.pad_token = choice
-        why = "was unset" if pad is None else "was the EOS, so padding masks would hide every EOS from the loss"
+        why = (
+            "was unset" if pad is None else "was the EOS, so padding masks would hide every EOS from the loss"
+        )
         notes.append(f"pad: {pad!r} -> {choice!r} ({why})")
     return notes
 
 
 def trusts_remote_code(model_args, training_args) -> bool:
     """Remote code runs only when the recipe says so explicitly (``trust_remote_code: true``)."""
-    return bool(getattr(training_args, "trust_remote_code", False) or getattr(model_args, "trust_remote_code", False))
+    return bool(
+        getattr(training_args, "trust_remote_code", False) or getattr(model_args, "trust_remote_code", False)
+    )
 
 
 def _kbit_device_map() -> dict[str, int]:
@@ -136,7 +142,9 @@ def get_tokenizer(model_args, training_args, notes: list[str] | None = None):
         revision=getattr(model_args, "model_revision", None) or "main",
         trust_remote_code=trusts_remote_code(model_args, training_args),
     )
-    template = getattr(training_args, "chat_template", None) or getattr(training_args, "chat_template_path", None)
+    template = getattr(training_args, "chat_template", None) or getattr(
+        training_args, "chat_template_path", None
+    )
     changes = prepare_tokenizer(tokenizer, template, getattr(training_args, "eos_token", None))
     for change in changes:
         logger.info("tokenizer %s", change)
@@ -152,9 +160,17 @@ def special_tokens_table(tokenizer) -> Any:
     rows = []
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         token = getattr(tokenizer, name, None)
-        rows.append({"role": name, "token": token, "id": tokenizer.convert_tokens_to_ids(token) if token else None})
+        rows.append(
+            {"role": name, "token": token, "id": tokenizer.convert_tokens_to_ids(token) if token else None}
+        )
     eot = end_of_turn_token(tokenizer)
-    rows.append({"role": "template end-of-turn", "token": eot, "id": tokenizer.convert_tokens_to_ids(eot) if eot else None})
+    rows.append(
+        {
+            "role": "template end-of-turn",
+            "token": eot,
+            "id": tokenizer.convert_tokens_to_ids(eot) if eot else None,
+        }
+    )
     return pd.DataFrame(rows)
 
 

@@ -36,7 +36,9 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
         wanted = {o.strip().zfill(2) for o in only if o.strip()}
         unknown = wanted - {p.name[:2] for p in found}
         if unknown:
-            raise PipelineError(f"No notebook numbered {sorted(unknown)}; there are {[p.name for p in found]}.")
+            raise PipelineError(
+                f"No notebook numbered {sorted(unknown)}; there are {[p.name for p in found]}."
+            )
         found = [p for p in found if p.name[:2] in wanted]
     return found
 
@@ -44,7 +46,9 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 def profile_path(profile: str | Path) -> Path:
     path = resolve_local(profile)
     if path is None:
-        raise PipelineError(f"Profile {str(profile)!r} not found; profiles live in {REPO_ROOT / 'parameters'}.")
+        raise PipelineError(
+            f"Profile {str(profile)!r} not found; profiles live in {REPO_ROOT / 'parameters'}."
+        )
     return path
 
 
@@ -65,7 +69,9 @@ def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | 
     from open_r1_nb.config import load_recipe, save_recipe
 
     overrides = {**(overrides or {}), **({"run_name": run_name} if run_name else {})}
-    recipe = load_recipe(profile_path(profile), overrides=overrides or None, check_files=True).resolved_for_run()
+    recipe = load_recipe(
+        profile_path(profile), overrides=overrides or None, check_files=True
+    ).resolved_for_run()
     save_recipe(recipe, recipe.run_dir / RECIPE_FILE)
     return recipe
 

@@ -31,7 +31,10 @@ class UploadPlan:
     def table(self) -> Any:
         import pandas as pd
 
-        rows = [{"file": f, "MiB": round(n / 2**20, 3), "destination": f"{self.repo_id}@{self.revision}/{f}"} for f, n in self.files]
+        rows = [
+            {"file": f, "MiB": round(n / 2**20, 3), "destination": f"{self.repo_id}@{self.revision}/{f}"}
+            for f, n in self.files
+        ]
         return pd.DataFrame(rows)
 
     @property
@@ -58,7 +61,9 @@ def repo_id_for(training_args, default_name: str) -> str:
     return getattr(training_args, "hub_model_id", None) or default_name
 
 
-def upload_plan(model_dir: str | Path, repo_id: str, revision: str = "main", push_to_hub: bool = False) -> UploadPlan:
+def upload_plan(
+    model_dir: str | Path, repo_id: str, revision: str = "main", push_to_hub: bool = False
+) -> UploadPlan:
     """What a push would upload, and whether it will really happen (recipe asks for it and a token exists)."""
     root = Path(model_dir)
     files = sorted(
@@ -69,22 +74,36 @@ def upload_plan(model_dir: str | Path, repo_id: str, revision: str = "main", pus
     if not push_to_hub:
         return UploadPlan(repo_id, revision, files, False, "dry run: the recipe has push_to_hub: false")
     if hub_token() is None:
-        return UploadPlan(repo_id, revision, files, False, "dry run: no Hub token (run `hf auth login` or set HF_TOKEN)")
-    return UploadPlan(repo_id, revision, files, True, "push: push_to_hub is set and a Hub token is configured")
+        return UploadPlan(
+            repo_id, revision, files, False, "dry run: no Hub token (run `hf auth login` or set HF_TOKEN)"
+        )
+    return UploadPlan(
+        repo_id, revision, files, True, "push: push_to_hub is set and a Hub token is configured"
+    )
 
 
 def push_model(model_dir: str | Path, training_args, revision: str | None = None) -> UploadPlan:
     """Upload ``model_dir`` to the Hub repo of the recipe (``hub_model_id``), at ``hub_model_revision``."""
     revision = revision or getattr(training_args, "hub_model_revision", None) or "main"
-    plan = upload_plan(model_dir, repo_id_for(training_args, Path(model_dir).name), revision, training_args.push_to_hub)
+    plan = upload_plan(
+        model_dir, repo_id_for(training_args, Path(model_dir).name), revision, training_args.push_to_hub
+    )
     if not plan.will_push:
-        logger.info("%s; would upload %d files (%.1f MiB) to %s@%s", plan.reason, len(plan.files),
-                    plan.total_bytes / 2**20, plan.repo_id, plan.revision)
+        logger.info(
+            "%s; would upload %d files (%.1f MiB) to %s@%s",
+            plan.reason,
+            len(plan.files),
+            plan.total_bytes / 2**20,
+            plan.repo_id,
+            plan.revision,
+        )
         return plan
     from huggingface_hub import HfApi
 
     api = HfApi()
-    repo = api.create_repo(plan.repo_id, private=bool(getattr(training_args, "hub_private_repo", False)), exist_ok=True)
+    repo = api.create_repo(
+        plan.repo_id, private=bool(getattr(training_args, "hub_private_repo", False)), exist_ok=True
+    )
     if revision != "main":
         api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
     api.upload_folder(
@@ -136,19 +155,24 @@ def check_saved_model(model_dir: str | Path) -> dict[str, Any]:
         "tokenizer eos": tokenizer.eos_token,
         "generation eos ids": eos,
         "eos aligned": tokenizer.eos_token_id in eos,
-        "pad differs from eos": tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id,
+        "pad differs from eos": tokenizer.pad_token_id is not None
+        and tokenizer.pad_token_id != tokenizer.eos_token_id,
         "sampling": {k: getattr(gen, k) for k in ("do_sample", "temperature", "top_p")},
     }
 
 
-def sample_generation(model_dir: str | Path, messages: list[dict], max_new_tokens: int = 128) -> dict[str, Any]:
+def sample_generation(
+    model_dir: str | Path, messages: list[dict], max_new_tokens: int = 128
+) -> dict[str, Any]:
     """Greedy completion of the last user turn; reports whether it ended at EOS or ran into the limit."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1] :].tolist()

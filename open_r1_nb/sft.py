@@ -125,7 +125,9 @@ class ThroughputSFTTrainer(SFTTrainer):
 
     def log(self, logs, *args, **kwargs):
         if self._train_start is not None and "loss" in logs:
-            counts = self.accelerator.reduce(self._token_counts.to(self.accelerator.device), reduction="sum").cpu()
+            counts = self.accelerator.reduce(
+                self._token_counts.to(self.accelerator.device), reduction="sum"
+            ).cpu()
             real, total = float(counts[0]), float(counts[1])
             elapsed = max(time.perf_counter() - self._train_start, 1e-9)
             logs["real_tokens"] = int(real)
@@ -198,7 +200,9 @@ def train(recipe) -> Path:
 
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None:
-        checkpoint = last_complete_checkpoint(training_args.output_dir, quarantine=training_args.process_index == 0)
+        checkpoint = last_complete_checkpoint(
+            training_args.output_dir, quarantine=training_args.process_index == 0
+        )
         if checkpoint is not None:
             logger.info("resuming from the last complete checkpoint %s", checkpoint)
     training_args.resume_from_checkpoint = str(checkpoint) if checkpoint else None
@@ -225,7 +229,9 @@ def train(recipe) -> Path:
         model=model,
         args=training_args,
         train_dataset=dataset[train_split],
-        eval_dataset=dataset[eval_split] if training_args.eval_strategy != "no" and eval_split in dataset else None,
+        eval_dataset=dataset[eval_split]
+        if training_args.eval_strategy != "no" and eval_split in dataset
+        else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=[CheckpointCompleteCallback(), *extra_callbacks(training_args, model_args)],
@@ -275,7 +281,9 @@ def extra_callbacks(training_args, model_args) -> list:
 
             callbacks.append(PushToHubRevisionCallback(model_args))
         else:
-            raise ValueError(f"Unknown callback {name!r} in the recipe's callbacks; known: ['push_to_hub_revision']")
+            raise ValueError(
+                f"Unknown callback {name!r} in the recipe's callbacks; known: ['push_to_hub_revision']"
+            )
     return callbacks
 
 

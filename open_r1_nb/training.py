@@ -35,7 +35,9 @@ class TrainingPlan:
     def shell(self) -> str:
         return launch.format_command(self.command)
 
-    def run(self, on_line: Callable[[str], Any] | None = None, env: dict | None = None) -> launch.LaunchResult:
+    def run(
+        self, on_line: Callable[[str], Any] | None = None, env: dict | None = None
+    ) -> launch.LaunchResult:
         return launch.launch(
             self.recipe_path,
             self.recipe.accelerate_config_file(),

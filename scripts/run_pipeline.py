@@ -16,15 +16,23 @@ from open_r1_nb.pipeline import PipelineError, run_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("profile", help="a profile in parameters/, e.g. parameters/smoke.yaml")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01,02")
-    parser.add_argument("--run-name", default="", help="override the profile's run_name (the runs/ sub-folder)")
+    parser.add_argument(
+        "--run-name", default="", help="override the profile's run_name (the runs/ sub-folder)"
+    )
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
     args = parser.parse_args(argv)
     try:
-        run_pipeline(args.profile, only=args.only.split(",") if args.only else None, run_name=args.run_name,
-                     kernel_name=args.kernel)
+        run_pipeline(
+            args.profile,
+            only=args.only.split(",") if args.only else None,
+            run_name=args.run_name,
+            kernel_name=args.kernel,
+        )
     except PipelineError as err:
         print(f"\nERROR: {err}", file=sys.stderr)
         return 1

@@ -33,7 +33,10 @@ def two_sources(tmp_path):
 def _mixture(entries, seed=0, test_split_size=None):
     return SimpleNamespace(
         dataset_mixture=SimpleNamespace(
-            datasets=[SimpleNamespace(id=str(i), config=None, split="train", columns=c, weight=w) for i, c, w in entries],
+            datasets=[
+                SimpleNamespace(id=str(i), config=None, split="train", columns=c, weight=w)
+                for i, c, w in entries
+            ],
             seed=seed,
             test_split_size=test_split_size,
         )
@@ -94,11 +97,25 @@ def test_hub_id_offline_gives_one_clear_message(monkeypatch):
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}], "NoneType content"),
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}], "int content"),
         ([{"role": "assistant", "content": "a"}], "first non-system turn must be 'user'"),
-        ([{"role": "user", "content": "q"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "two user turns"),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ],
+            "two user turns",
+        ),
         ([{"role": "robot", "content": "q"}], "role 'robot'"),
         (_conv("q", "<think>open but never closed"), "unbalanced think"),
         (_conv("q", "</think> then <think>"), "closes </think> before"),
-        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "system", "content": "s"}], "system turn may only come first"),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "system", "content": "s"},
+            ],
+            "system turn may only come first",
+        ),
         (["not a dict"], "turn 0 is a str"),
     ],
 )
@@ -109,7 +126,12 @@ def test_check_conversation_names_the_problem(messages, expected):
 
 def test_valid_conversations_pass():
     assert data.check_conversation(_conv("q")) is None
-    with_system = [{"role": "system", "content": "s"}, *_conv("q"), {"role": "user", "content": "more"}, {"role": "assistant", "content": "ok"}]
+    with_system = [
+        {"role": "system", "content": "s"},
+        *_conv("q"),
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": "ok"},
+    ]
     assert data.check_conversation(with_system) is None
 
 
@@ -118,7 +140,10 @@ def test_validate_dataset_lists_offending_rows_by_index_and_id():
         {"id": "good", "messages": _conv("q")},
         {"id": "no-assistant", "messages": [{"role": "user", "content": "q"}]},
         {"id": "good2", "messages": _conv("q2")},
-        {"id": "bad-content", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]},
+        {
+            "id": "bad-content",
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}],
+        },
     ]
     ds = datasets.Dataset.from_list(rows)
     with pytest.raises(data.DatasetValidationError) as info:

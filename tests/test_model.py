@@ -18,7 +18,9 @@ def raw_tokenizer(tiny_model_dir):
 def test_chatml_applied_when_missing_and_eos_derived(raw_tokenizer):
     assert not raw_tokenizer.chat_template
     notes = m.prepare_tokenizer(raw_tokenizer)
-    assert "<|im_start|>user" in raw_tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    assert "<|im_start|>user" in raw_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False
+    )
     assert raw_tokenizer.eos_token == "<|im_end|>"
     assert m.end_of_turn_token(raw_tokenizer) == "<|im_end|>"
     assert raw_tokenizer.pad_token not in (None, raw_tokenizer.eos_token)
@@ -109,7 +111,10 @@ def test_missing_hub_model_offline_is_explained(monkeypatch):
 
 def test_render_sample_marks_assistant_part(raw_tokenizer):
     m.prepare_tokenizer(raw_tokenizer)
-    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>2+2=4</think> \\boxed{4}"}]
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "<think>2+2=4</think> \\boxed{4}"},
+    ]
     prompt, completion = m.split_prompt_completion(raw_tokenizer, messages)
     assert prompt.endswith("<|im_start|>assistant\n")
     assert completion.startswith("&lt;") is False and completion.startswith("<think>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,12 @@ def test_sigkill_after_first_checkpoint_then_resume(tiny_model_dir, smoke_data_d
     max_steps, save_steps = 160, 40
     recipe = load_recipe(
         REPO_ROOT / "parameters/smoke.yaml",
-        overrides={"run_name": "resume_test", "max_steps": max_steps, "save_steps": save_steps, "save_total_limit": 3},
+        overrides={
+            "run_name": "resume_test",
+            "max_steps": max_steps,
+            "save_steps": save_steps,
+            "save_total_limit": 3,
+        },
     ).resolved_for_run()
     recipe.training.output_dir = str(tmp_path / "checkpoints")
     recipe_path = save_recipe(recipe, tmp_path / "recipe.yaml")
@@ -47,8 +53,9 @@ def test_sigkill_after_first_checkpoint_then_resume(tiny_model_dir, smoke_data_d
     env = launch.launch_env(cpu=True)
 
     first_log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=first_log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=first_log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True
+    )
     marker = tmp_path / "checkpoints" / f"checkpoint-{save_steps}" / sft.COMPLETE_MARKER
     deadline = time.monotonic() + 240
     while not marker.exists():
@@ -57,22 +64,26 @@ def test_sigkill_after_first_checkpoint_then_resume(tiny_model_dir, smoke_data_d
         time.sleep(0.05)
     family = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
     for pid in family:  # SIGKILL everything at once: no handler runs, as when a node dies
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=30)
     first_log.close()
 
     state = json.loads((marker.parent / "trainer_state.json").read_text())
     assert state["global_step"] == save_steps
-    assert not (tmp_path / "checkpoints" / f"checkpoint-{max_steps}").exists(), "killed too late to test resume"
+    assert not (tmp_path / "checkpoints" / f"checkpoint-{max_steps}").exists(), (
+        "killed too late to test resume"
+    )
 
     result = launch.run(cmd, tmp_path / "second.log", env=env, echo=False)
     assert result.returncode == 0
     second = (tmp_path / "second.log").read_text()
-    resumed_from = [line for line in second.splitlines() if "resuming from the last complete checkpoint" in line]
-    assert resumed_from and all(Path(line.split()[-1]).name.startswith("checkpoint-") for line in resumed_from)
+    resumed_from = [
+        line for line in second.splitlines() if "resuming from the last complete checkpoint" in line
+    ]
+    assert resumed_from and all(
+        Path(line.split()[-1]).name.startswith("checkpoint-") for line in resumed_from
+    )
     resumed_step = int(Path(resumed_from[0].split()[-1]).name.split("-")[1])
     assert resumed_step >= save_steps
     final = json.loads((tmp_path / "checkpoints" / "trainer_state.json").read_text())

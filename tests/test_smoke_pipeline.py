@@ -1,0 +1,121 @@
+"""The smoke profile end to end through the papermill runner: notebooks 00-05, two training ranks, a saved model."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+import yaml
+
+from open_r1_nb.paths import REPO_ROOT
+from open_r1_nb.pipeline import PipelineError, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs_text(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    chunks = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            chunks.append(out.get("text", ""))
+            chunks.append("\n".join(out.get("traceback", [])))
+            chunks.append(str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(session_cache, tmp_path_factory, monkeypatch_module):
+    runs = tmp_path_factory.mktemp("runs")
+    monkeypatch_module.setenv("OPEN_R1_NB_RUNS", str(runs))
+    lines: list[str] = []
+    results = run_pipeline(REPO_ROOT / "parameters/smoke.yaml", echo=lines.append)
+    return runs / "smoke", results, lines
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_every_notebook_ran_and_was_timed(smoke_run):
+    run_dir, results, lines = smoke_run
+    names = [r.name for r in results]
+    assert names[:6] == [
+        "00_environment",
+        "01_configuration",
+        "02_dataset",
+        "03_model_and_tokenizer",
+        "04_sft_training",
+        "05_save_and_publish",
+    ]
+    for r in results:
+        assert r.ok and (run_dir / "notebooks" / f"{r.name}.ipynb").exists()
+        assert any(line.strip().startswith(r.name) and line.rstrip().endswith(" s") for line in lines)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["profile"] == "smoke" and metrics["wall_seconds"]["total"] > 0
+
+
+def test_recipe_written_and_points_into_the_run(smoke_run):
+    run_dir, _, _ = smoke_run
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert recipe["run_name"] == "smoke"
+    assert recipe["output_dir"] == str(run_dir / "checkpoints")
+
+
+def test_two_training_ranks_in_the_log(smoke_run):
+    run_dir, _, _ = smoke_run
+    log = (run_dir / "train.log").read_text()
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log
+
+
+def test_saved_model_stops_at_the_tokenizers_eos(smoke_run):
+    from transformers import AutoTokenizer
+
+    run_dir, _, _ = smoke_run
+    model = run_dir / "model"
+    assert (model / "model.safetensors").exists() and (model / "README.md").exists()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    generation = json.loads((model / "generation_config.json").read_text())
+    eos = generation["eos_token_id"]
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.eos_token_id in (eos if isinstance(eos, list) else [eos])
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert "open-r1" in (model / "README.md").read_text()
+
+
+def test_training_metrics_recorded(smoke_run):
+    run_dir, _, _ = smoke_run
+    train = json.loads((run_dir / "metrics.json").read_text())["train"]
+    assert train["steps"] == 6 and train["num_processes"] == 2
+    assert train["loss_last"] < train["loss_first"]
+    assert 0 <= train["padding_fraction"] < 1 and train["tokens_per_second"] > 0
+    assert (run_dir / "training_curves.png").stat().st_size > 5000
+    assert (run_dir / "data" / "length_histogram.png").exists()
+
+
+def test_second_run_does_not_train_again(smoke_run):
+    run_dir, _, _ = smoke_run
+    before = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
+    run_pipeline(REPO_ROOT / "parameters/smoke.yaml", only=["04"], echo=lambda _: None)
+    assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert "already holds a finished model" in _outputs_text(run_dir / "notebooks" / "04_sft_training.ipynb")
+
+
+def test_failed_launch_raises_in_the_notebook_with_the_logs_tail(smoke_run, tmp_path):
+    run_dir, _, _ = smoke_run
+    profile = yaml.safe_load((REPO_ROOT / "parameters/smoke.yaml").read_text())
+    profile.update(run_name="smoke_bad_model", model_name_or_path="nobody/no-such-model-135M")
+    path = tmp_path / "bad_model.yaml"
+    path.write_text(
+        "# Hardware: any CPU; a smoke profile whose model does not exist\n" + yaml.safe_dump(profile)
+    )
+    with pytest.raises(PipelineError, match="04_sft_training"):
+        run_pipeline(path, only=["04"], echo=lambda _: None)
+    executed = run_dir.parent / "smoke_bad_model" / "notebooks" / "04_sft_training.ipynb"
+    text = _outputs_text(executed)
+    assert "LaunchError" in text
+    assert "Last" in text and "lines of the log" in text
+    assert "no-such-model-135M" in text
