@@ -1,0 +1,1 @@
+"""Step 6: evaluation — generation backends, answer scoring and the benchmarks."""
