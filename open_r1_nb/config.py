@@ -464,6 +464,69 @@ class PipelineArguments:
         default_factory=list,
         metadata={"help": f"Embedded assets this profile needs, among {', '.join(ASSET_NAMES)}."},
     )
+    overlong_policy: str = field(
+        default="truncate",
+        metadata={
+            "help": "Rows longer than max_length tokens: `truncate` keeps them (the trainer cuts them at max_length, "
+            "so a trace loses its answer and EOS) or `drop` removes them. Counted and reported either way.",
+            "choices": ("truncate", "drop"),
+        },
+    )
+    decontaminate: bool = field(
+        default=False,
+        metadata={
+            "help": "Remove the training rows whose prompts share a word n-gram with an evaluation problem of "
+            "decontamination_against (open-r1's decontamination). Without it the overlap is only reported."
+        },
+    )
+    decontamination_ngram: int = field(
+        default=8,
+        metadata={
+            "help": "Words per n-gram of the contamination check (open-r1 uses 8); 0 matches whole evaluation "
+            "problems only (for evaluation splits that share templates with the training data by design)."
+        },
+    )
+    decontamination_against: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Evaluation data to check the training rows against: local files or folders of problems (e.g. "
+            "cache/data/gsm_symbolic/test_template.jsonl), or Hub dataset ids written org/name[:split]. GSM-Symbolic's "
+            "test_variant.jsonl shares its templates' wording with the training rows by design: 8-grams flag most of "
+            "them; check it with decontamination_ngram: 0 (whole problems)."
+        },
+    )
+    # Evaluation (notebook 06, scripts/evaluate.py, and the `benchmarks` run after training).
+    eval_n: int = field(
+        default=0, metadata={"help": "Samples per problem; 0 = the benchmark's protocol value."}
+    )
+    eval_limit: int = field(
+        default=0, metadata={"help": "Problems per benchmark (a fixed seeded subset); 0 = all of them."}
+    )
+    eval_max_new_tokens: int = field(
+        default=0, metadata={"help": "Generation limit per sample; 0 = the benchmark's protocol value."}
+    )
+    eval_temperature: float = field(
+        default=0.6, metadata={"help": "Sampling temperature (R1 protocol: 0.6)."}
+    )
+    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling (R1 protocol: 0.95)."})
+    eval_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation engine: auto (vLLM on GPU, else CTranslate2, else transformers) or one by name.",
+            "choices": ("auto", "vllm", "ctranslate2", "transformers"),
+        },
+    )
+
+    def eval_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``open_r1_nb.evaluate.runner.EvalSettings``."""
+        return {
+            "n": self.eval_n,
+            "limit": self.eval_limit,
+            "max_new_tokens": self.eval_max_new_tokens,
+            "temperature": self.eval_temperature,
+            "top_p": self.eval_top_p,
+            "backend": self.eval_backend,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -946,6 +1009,23 @@ class Recipe:
             ("precision", precision, "bf16 / fp16, dtype, use_cpu"),
             ("attention", m.attn_implementation or "transformers' default", "attn_implementation"),
             ("gradient checkpointing", bool(t.gradient_checkpointing), "gradient_checkpointing"),
+            ("rows over max_length", p.overlong_policy, "overlong_policy"),
+            (
+                "decontamination",
+                (
+                    f"{'remove' if p.decontaminate else 'report'} "
+                    + (
+                        f"{p.decontamination_ngram}-gram overlap"
+                        if p.decontamination_ngram
+                        else "whole problems"
+                    )
+                    + " found in "
+                    + ", ".join(p.decontamination_against)
+                )
+                if p.decontamination_against
+                else "not checked",
+                "decontaminate, decontamination_against",
+            ),
             ("accelerate config", p.accelerate_config, "accelerate_config"),
             ("run folder", str(self.run_dir), "run_name"),
             (
@@ -1092,7 +1172,7 @@ def _resolve_sections(raw: dict[str, Any], where: str) -> dict[str, dict[str, An
                 value,
                 f"is not a recipe key{_did_you_mean(key, _KNOWN_KEYS)}",
                 "use a field of trl's ModelConfig, ScriptArguments, SFTConfig (with open-r1's extras) or the "
-                "pipeline keys accelerate_config, num_processes, assets; remove the line if it is not needed",
+                f"pipeline keys {', '.join(_FIELDS['pipeline'])}; remove the line if it is not needed",
                 where,
             )
         for section in owners:
@@ -1185,6 +1265,30 @@ def _check_required(kwargs: dict[str, dict[str, Any]], where: str) -> None:
                 f"use names among {', '.join(ASSET_NAMES)}",
                 where,
             )
+    _check_data_preparation(pipeline, where)
+
+
+def _check_data_preparation(pipeline: dict[str, Any], where: str) -> None:
+    """The pipeline's data keys: n-gram size, and something to decontaminate against when asked to."""
+    ngram = pipeline.get("decontamination_ngram", 8)
+    if ngram < 0:
+        raise _error(
+            "decontamination_ngram",
+            ngram,
+            "must be a number of words",
+            "write decontamination_ngram: 8 (open-r1's n-gram size), or 0 to match whole evaluation problems only",
+            where,
+        )
+    if pipeline.get("decontaminate") and not pipeline.get("decontamination_against"):
+        raise _error(
+            "decontamination_against",
+            pipeline.get("decontamination_against", []),
+            "is empty while `decontaminate: true`: there are no evaluation problems to check the training rows "
+            "against",
+            "list the evaluation files or folders, e.g. decontamination_against: "
+            "[cache/data/gsm_symbolic/test_template.jsonl], or set decontaminate: false",
+            where,
+        )
 
 
 def _check_launch(kwargs: dict[str, dict[str, Any]], notes: list[str], where: str) -> None:
@@ -1261,6 +1365,18 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
         entries = [("dataset_name", s.dataset_name, s.dataset_train_split)]
     for key, value, split in entries:
         _check_local_dataset(key, value, split, recipe, where)
+    for i, value in enumerate(recipe.pipeline.decontamination_against):
+        if local_path(value) is None and (
+            _looks_local(value) or value.endswith((".jsonl", ".json", ".parquet"))
+        ):
+            raise _error(
+                f"decontamination_against[{i}]",
+                value,
+                "looks like a local evaluation file or folder but does not exist (looked in the working "
+                "directory, the repository root and the asset cache)",
+                _asset_fix(recipe, "gsm_symbolic"),
+                where,
+            )
 
     # Model: a local folder must exist, its tokenizer load, and eos_token be one of its tokens.
     name = m.model_name_or_path
@@ -1466,12 +1582,32 @@ def load_recipe(
         given_keys=list(data),
         header=header,
     )
+    _check_benchmarks(recipe, where)
     if check_files:
         _check_files(recipe, notes, where)
     _runtime_notes(recipe, notes)
     for note in notes:
         logger.info("recipe: %s", note)
     return recipe
+
+
+def _check_benchmarks(recipe: Recipe, where: str) -> None:
+    from open_r1_nb.evaluate.benchmarks import BENCHMARKS
+
+    for name in recipe.training.benchmarks or []:
+        if name not in BENCHMARKS:
+            raise _error(
+                "benchmarks",
+                name,
+                f"is not a known benchmark{_did_you_mean(name, BENCHMARKS)}",
+                f"use names among {sorted(BENCHMARKS)}",
+                where,
+            )
+    for key in ("eval_n", "eval_limit", "eval_max_new_tokens"):
+        if getattr(recipe.pipeline, key) < 0:
+            raise _error(
+                key, getattr(recipe.pipeline, key), "is negative", "use 0 (the default) or more", where
+            )
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:

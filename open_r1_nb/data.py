@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 VALID_ROLES = ("system", "user", "assistant", "tool")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+#: What to do with rows longer than ``max_length`` tokens (the recipe's ``overlong_policy``).
+OVERLONG_POLICIES = ("truncate", "drop")
 
 
 class DatasetLoadError(RuntimeError):
@@ -56,6 +60,35 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
         "HF_DATASETS_OFFLINE", "0"
     ).lower() in ("1", "true", "yes")
+
+
+def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be used from here, in words, or None when nothing says so.
+
+    Offline when ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` is set; unreachable when a TCP connection to the Hub
+    endpoint (``HF_ENDPOINT``) fails within ``timeout`` seconds. Without this check an unreachable Hub costs a
+    stack of "Retrying in 8s" lines and about a minute before the same failure. Behind a proxy
+    (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``) a direct connection proves nothing, so none is tried.
+    """
+    if _hub_offline():
+        return "the Hub is offline here (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
+    if any(
+        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    if not url.hostname:
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return (
+            f"this machine looks offline: the Hub ({endpoint}) did not accept a connection within {timeout:g} s "
+            f"({type(err).__name__}: {err})"
+        )
+    return None
 
 
 def load_source(dataset_id: str, config: str | None = None, split: str = "train"):
@@ -94,11 +127,12 @@ def load_source(dataset_id: str, config: str | None = None, split: str = "train"
             f"{split}.parquet, …); it holds {available}. Build the embedded assets with "
             "`python scripts/prepare_assets.py`, or point the recipe at the right split."
         )
-    if _hub_offline():
+    unreachable = hub_unreachable_reason()
+    if unreachable:
         raise DatasetLoadError(
-            f"{dataset_id!r} is not a local path, and the Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is "
-            "set). Download it where the Hub is reachable (`huggingface-cli download --repo-type dataset "
-            f"{dataset_id} --local-dir <folder>`) and set the recipe's dataset id to that folder."
+            f"{dataset_id!r} is not a local path, and {unreachable}. Download it where the Hub is reachable "
+            f"(`huggingface-cli download --repo-type dataset {dataset_id} --local-dir <folder>`) and set the "
+            "recipe's dataset id to that folder."
         )
     try:
         return datasets.load_dataset(dataset_id, config, split=split)
@@ -351,3 +385,230 @@ def heldout_examples(args, n: int = 3, split: str = "test") -> list[list[dict]]:
         return [row["messages"] for row in ds.select(range(min(n, len(ds))))]
     train = get_dataset(args)["train"]
     return [row["messages"] for row in train.select(range(max(0, len(train) - n), len(train)))]
+
+
+# ------------------------------------------------------------------------------- preparing for training
+
+
+def _lengths(dataset, tokenizer, column: str, num_proc: int | None) -> np.ndarray:
+    """``token_lengths``, spread over ``num_proc`` processes for large datasets."""
+    if not num_proc or num_proc < 2 or len(dataset) < 10_000 or not hasattr(dataset, "map"):
+        return token_lengths(dataset, tokenizer, column)
+
+    def count(batch):
+        out = []
+        for messages in batch[column]:
+            ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+            out.append(len(ids["input_ids"] if hasattr(ids, "keys") else ids))
+        return {"n_tokens": out}
+
+    counted = dataset.map(
+        count, batched=True, num_proc=num_proc, remove_columns=dataset.column_names, desc="Counting tokens"
+    )
+    return np.asarray(counted["n_tokens"], dtype=np.int64)
+
+
+def _where_it_ends(tokenizer, messages: list[dict]) -> tuple[int | None, int]:
+    """For one conversation: (token position of the last EOS or None, token position where its final answer
+    starts: after the last ``</think>``, else at the last assistant turn)."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    eos = tokenizer.eos_token_id
+    eos_pos = max((i for i, t in enumerate(ids) if t == eos), default=None) if eos is not None else None
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    cut = text.rfind(THINK_CLOSE)
+    if cut >= 0:
+        cut += len(THINK_CLOSE)
+    else:
+        last = next((t["content"] for t in reversed(messages) if t.get("role") == "assistant"), "")
+        cut = text.rfind(last) if last else len(text)
+    answer = len(tokenizer(text[:cut], add_special_tokens=False)["input_ids"])
+    return eos_pos, answer
+
+
+def handle_overlong(
+    dataset,
+    tokenizer,
+    max_length: int | None,
+    policy: str = "truncate",
+    *,
+    column: str = "messages",
+    num_proc: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Find the rows longer than ``max_length`` tokens (after the chat template) and keep or drop them.
+
+    ``policy="truncate"`` keeps them: the trainer cuts every row at ``max_length``, so these rows lose their end,
+    which for a reasoning trace is the final answer and the EOS (the model does not learn to stop on them).
+    ``policy="drop"`` removes them. Either way nothing is silent: the report (a dict) counts the rows and their
+    share, the tokens beyond ``max_length``, the rows whose EOS and whose answer fall beyond it, and the rows
+    dropped; a warning is logged when any row is too long.
+    """
+    if policy not in OVERLONG_POLICIES:
+        raise ValueError(
+            f"overlong policy {policy!r} is not one of {list(OVERLONG_POLICIES)}. Fix: overlong_policy: truncate "
+            "(keep the rows; the trainer cuts them at max_length) or drop (remove them)"
+        )
+    rows = len(dataset)
+    report: dict[str, Any] = {
+        "policy": policy,
+        "max_length": max_length,
+        "rows": rows,
+        "rows_over": 0,
+        "share_rows_over": 0.0,
+        "tokens": None,
+        "tokens_beyond": 0,
+        "share_tokens_beyond": 0.0,
+        "rows_eos_cut": 0,
+        "rows_answer_cut": 0,
+        "longest": None,
+        "rows_dropped": 0,
+        "over_rows": [],
+    }
+    if max_length is None or rows == 0:
+        return dataset, report
+    lengths = _lengths(dataset, tokenizer, column, num_proc)
+    over = np.flatnonzero(lengths > max_length)
+    tokens = int(lengths.sum())
+    beyond = int((lengths[over] - max_length).sum())
+    report.update(
+        tokens=tokens,
+        longest=int(lengths.max()),
+        rows_over=int(len(over)),
+        share_rows_over=round(len(over) / rows, 4),
+        tokens_beyond=beyond,
+        share_tokens_beyond=round(beyond / max(tokens, 1), 4),
+        over_rows=[int(i) for i in over[:20]],
+    )
+    for i in over:
+        eos_pos, answer = _where_it_ends(tokenizer, dataset[int(i)][column])
+        report["rows_eos_cut"] += eos_pos is None or eos_pos >= max_length
+        report["rows_answer_cut"] += answer >= max_length
+    if len(over) and policy == "drop":
+        dataset = dataset.select(np.flatnonzero(lengths <= max_length).tolist())
+        report["rows_dropped"] = int(len(over))
+    if len(over):
+        logger.warning(
+            "%d of %d rows (%.1f%%) are longer than max_length=%d tokens (%d tokens beyond it); policy %s%s",
+            len(over),
+            rows,
+            100 * len(over) / rows,
+            max_length,
+            beyond,
+            policy,
+            ": dropped" if policy == "drop" else ": kept, the trainer truncates them",
+        )
+    return dataset, report
+
+
+def overlong_note(split: str, report: dict[str, Any], training_args=None) -> str:
+    """One sentence on what happens to the rows longer than ``max_length`` (what the trainer does with them
+    depends on ``packing``, ``packing_strategy`` and ``truncation_mode``)."""
+    if report["max_length"] is None:
+        return f"{split}: max_length is unset, so no row is truncated."
+    if not report["rows_over"]:
+        return (
+            f"{split}: all {report['rows']} rows fit in max_length {report['max_length']} tokens "
+            f"(longest {report['longest']})."
+        )
+    text = (
+        f"{split}: {report['rows_over']} of {report['rows']} rows ({report['share_rows_over']:.1%}) are longer "
+        f"than max_length {report['max_length']} tokens; {report['tokens_beyond']} tokens "
+        f"({report['share_tokens_beyond']:.1%}) lie beyond it."
+    )
+    if report["policy"] == "drop":
+        return (
+            text
+            + f" overlong_policy drop: removed them, {report['rows'] - report['rows_dropped']} rows remain."
+        )
+    packing = bool(getattr(training_args, "packing", False))
+    strategy = getattr(training_args, "packing_strategy", "bfd")
+    mode = getattr(training_args, "truncation_mode", "keep_start")
+    fix = " Set overlong_policy: drop to remove them, or raise max_length."
+    if packing and strategy == "bfd_split":
+        return text + (
+            " overlong_policy truncate: kept; packing (bfd_split) splits them, so their ends train as separate "
+            "pieces without the beginning of the conversation." + fix
+        )
+    if packing and strategy == "wrapped":
+        return (
+            text
+            + " overlong_policy truncate: kept; packing (wrapped) cuts them across packed sequences."
+            + fix
+        )
+    if not packing and mode == "keep_end":
+        return text + (
+            f" overlong_policy truncate: kept; the trainer keeps their last {report['max_length']} tokens, so they "
+            "lose their beginning (the prompt)." + fix
+        )
+    return text + (
+        f" overlong_policy truncate: kept; the trainer cuts them at {report['max_length']} tokens, so they lose "
+        f"their end: {report['rows_eos_cut']} lose the EOS (the model does not learn to stop on them) and "
+        f"{report['rows_answer_cut']} lose the final answer after {THINK_CLOSE}." + fix
+    )
+
+
+def prepare_for_training(
+    dataset, tokenizer, recipe, *, reports: dict[str, Any] | None = None
+) -> tuple[Any, list[str]]:
+    """Apply the recipe's data checks that need a tokenizer or evaluation data; return (dataset, notes).
+
+    1. Contamination (``decontamination_against``: evaluation files, folders or Hub ids): the training split's
+       prompts are checked for word n-gram overlap (``decontamination_ngram``, 8 as open-r1) with the evaluation
+       problems; the overlap is reported, and removed when ``decontaminate: true``.
+    2. Over-length rows (``overlong_policy``): every split is measured against ``max_length``; rows over it are
+       kept for the trainer to truncate (``truncate``) or removed (``drop``), and counted either way.
+
+    ``dataset`` is a ``DatasetDict`` (the recipe's train split is decontaminated) or a single ``Dataset``; the
+    same type comes back. ``reports``, when given, receives the reports as plain dicts (for ``metrics.json``).
+    """
+    from open_r1_nb import decontaminate as dc
+
+    pipeline, training = recipe.pipeline, recipe.training
+    notes: list[str] = []
+    is_dict = hasattr(dataset, "keys")
+    splits = dict(dataset.items()) if is_dict else {"train": dataset}
+    train_name = (getattr(recipe.script, "dataset_train_split", None) or "train") if is_dict else "train"
+    if train_name not in splits and "train" in splits:
+        train_name = "train"  # get_dataset names the split it loaded `train`, whatever the source called it
+    if train_name not in splits:
+        raise DatasetLoadError(f"the dataset has splits {list(splits)}; the recipe trains on {train_name!r}.")
+    out_reports: dict[str, Any] = {"overlong": {}}
+
+    against = list(getattr(pipeline, "decontamination_against", None) or [])
+    remove = bool(getattr(pipeline, "decontaminate", False))
+    n = int(getattr(pipeline, "decontamination_ngram", dc.DEFAULT_NGRAM))
+    if remove and not against:
+        raise ValueError(
+            "decontaminate: true but decontamination_against is empty. Fix: list the evaluation files or folders, "
+            "e.g. decontamination_against: [cache/data/gsm_symbolic/test_template.jsonl]"
+        )
+    if against:
+        problems = dc.load_eval_problems(against)
+        if remove:
+            splits[train_name], report = dc.decontaminate(splits[train_name], problems, n)
+        else:
+            report = dc.find_contamination(splits[train_name], problems, n)
+        notes.append(f"{train_name}: {report.summary()}")
+        out_reports["contamination"] = report.as_dict()
+    else:
+        notes.append(
+            f"{train_name}: contamination not checked (name evaluation files in decontamination_against to check "
+            "for overlap, and set decontaminate: true to remove it)."
+        )
+
+    policy = getattr(pipeline, "overlong_policy", "truncate")
+    for name, ds in splits.items():
+        splits[name], report = handle_overlong(
+            ds, tokenizer, training.max_length, policy, num_proc=getattr(training, "dataset_num_proc", None)
+        )
+        notes.append(overlong_note(name, report, training))
+        out_reports["overlong"][name] = report
+    for note in notes:
+        logger.info("data: %s", note)
+    if reports is not None:
+        reports.update(out_reports)
+    if not is_dict:
+        return splits["train"], notes
+    import datasets
+
+    return datasets.DatasetDict(splits), notes

@@ -38,6 +38,17 @@ def model_location(name_or_path: str) -> str:
 
 def _load(loader, name_or_path: str, **kwargs):
     location = model_location(name_or_path)
+    if resolve_local(name_or_path) is None:
+        from open_r1_nb.data import hub_unreachable_reason
+
+        # Fail at once with one message rather than after a minute of retries.
+        reason = hub_unreachable_reason()
+        if reason:
+            raise ModelLoadError(
+                f"Could not load {name_or_path!r}: it is not a local folder, and {reason}. Download the model "
+                f"where the Hub is reachable (`huggingface-cli download {name_or_path} --local-dir <folder>`) and "
+                "set model_name_or_path to that folder."
+            )
     try:
         return loader(location, **kwargs)
     except OSError as err:

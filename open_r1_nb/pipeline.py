@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve_local, run_dir
 
 RECIPE_FILE = "recipe.yaml"
+#: Executed notebooks that a new run of the pipeline would overwrite are moved here first.
+PREVIOUS_DIR = "previous"
 
 
 class PipelineError(RuntimeError):
@@ -64,6 +67,15 @@ def load_run_recipe(profile: str | Path, run_name: str = ""):
     return recipe.resolved_for_run()
 
 
+def _run_name(profile: str | Path, run_name: str = "") -> str:
+    """The run's name: ``run_name`` when given, else the profile's own (read without checking files)."""
+    if run_name:
+        return run_name
+    from open_r1_nb.config import load_recipe
+
+    return load_recipe(profile_path(profile), check_files=False).run_name
+
+
 def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | None = None):
     """Validate the profile and write ``runs/<run>/recipe.yaml``; return the resolved recipe."""
     from open_r1_nb.config import load_recipe, save_recipe
@@ -74,6 +86,44 @@ def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | 
     ).resolved_for_run()
     save_recipe(recipe, recipe.run_dir / RECIPE_FILE)
     return recipe
+
+
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... when it exists (two runs within one second)."""
+    candidate, i = path, 1
+    while candidate.exists():
+        i += 1
+        candidate = path.with_name(f"{path.name}-{i}")
+    return candidate
+
+
+def archive_run_dir(run_folder: Path, stamp: str | None = None) -> Path | None:
+    """Move a whole run folder aside to ``runs/<run>.previous-<timestamp>/`` (nothing is deleted); return where
+    it went, or None when there was none. This is what starting a run over (``fresh``) means."""
+    run_folder = Path(run_folder)
+    if not run_folder.exists():
+        return None
+    target = _unused(run_folder.with_name(f"{run_folder.name}.previous-{stamp or _timestamp()}"))
+    run_folder.rename(target)
+    return target
+
+
+def archive_outputs(run_folder: Path, names: list[str], stamp: str | None = None) -> Path | None:
+    """Before notebooks run again, move their executed copies into ``runs/<run>/notebooks/previous/<timestamp>/``
+    (``run_pipeline`` adds the recipe they ran with); return that folder, or None when nothing was there."""
+    notebooks_dir = Path(run_folder) / "notebooks"
+    existing = [notebooks_dir / name for name in names if (notebooks_dir / name).exists()]
+    if not existing:
+        return None
+    target = _unused(notebooks_dir / PREVIOUS_DIR / (stamp or _timestamp()))
+    target.mkdir(parents=True)
+    for path in existing:
+        path.rename(target / path.name)
+    return target
 
 
 def _describe_failure(err: Exception) -> str:
@@ -106,10 +156,16 @@ def run_pipeline(
     run_name: str = "",
     kernel_name: str | None = None,
     echo=print,
+    fresh: bool = False,
 ) -> list[NotebookResult]:
     """Execute the notebooks in order into ``runs/<run>/notebooks/``; stop at the first failure.
 
     The recipe is validated and written before any notebook starts, so a bad profile fails in seconds.
+
+    Running again on an existing run folder loses nothing: the executed notebooks about to be replaced move to
+    ``runs/<run>/notebooks/previous/<timestamp>/`` with the recipe they ran with, a finished model is not trained
+    again (notebook 04), and metrics are merged. ``fresh=True`` starts the run over: the whole old run folder
+    moves aside to ``runs/<run>.previous-<timestamp>/`` (never deleted).
     """
     from open_r1_nb import assets
     from open_r1_nb.config import load_recipe
@@ -121,13 +177,29 @@ def run_pipeline(
         t0 = time.perf_counter()
         assets.prepare(list(needed))
         echo(f"  {'assets':<28} ok    {time.perf_counter() - t0:6.1f} s")
+    selected = notebooks(only)
+    stamp = _timestamp()
+    target = run_dir(_run_name(profile, run_name))
+    old_recipe = target / RECIPE_FILE
+    old_recipe_text = old_recipe.read_text() if old_recipe.exists() and not fresh else None
+    if fresh:
+        # Validate before anything moves: a bad profile must not leave the user without the old run in place.
+        load_recipe(profile_path(profile), overrides={"run_name": run_name} if run_name else None)
+        moved = archive_run_dir(target, stamp)
+        if moved is not None:
+            echo(f"  starting over: the previous run folder is now {moved}")
     recipe = write_run_recipe(profile, run_name)
     out_dir = recipe.run_dir / "notebooks"
+    archived = archive_outputs(recipe.run_dir, [nb.name for nb in selected], stamp)
+    if archived is not None:
+        if old_recipe_text is not None:
+            (archived / RECIPE_FILE).write_text(old_recipe_text)
+        echo(f"  previous executed notebooks kept in {archived}")
     params = {"profile": str(profile_path(profile)), "run_name": recipe.run_name}
     echo(f"run {recipe.run_name!r} -> {recipe.run_dir}")
     results: list[NotebookResult] = []
     start = time.perf_counter()
-    for nb in notebooks(only):
+    for nb in selected:
         output = out_dir / nb.name
         t0 = time.perf_counter()
         try:

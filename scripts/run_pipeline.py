@@ -3,6 +3,7 @@
 
     python scripts/run_pipeline.py parameters/smoke.yaml
     python scripts/run_pipeline.py parameters/cpu_demo.yaml --only 02,03
+    python scripts/run_pipeline.py parameters/smoke.yaml --fresh     # start over; the old run folder is kept aside
 
 Executed copies land in runs/<run_name>/notebooks/; the resolved recipe in runs/<run_name>/recipe.yaml.
 """
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         "--run-name", default="", help="override the profile's run_name (the runs/ sub-folder)"
     )
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start the run over: move the existing runs/<run_name>/ aside to runs/<run_name>.previous-<time>/ "
+        "(nothing is deleted). Without it, a second run keeps the finished model and moves the notebooks it "
+        "re-executes into runs/<run_name>/notebooks/previous/<time>/",
+    )
     args = parser.parse_args(argv)
     try:
         run_pipeline(
@@ -32,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             only=args.only.split(",") if args.only else None,
             run_name=args.run_name,
             kernel_name=args.kernel,
+            fresh=args.fresh,
         )
     except PipelineError as err:
         print(f"\nERROR: {err}", file=sys.stderr)
