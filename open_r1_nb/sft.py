@@ -189,7 +189,7 @@ def train(recipe) -> Path:
     """Run SFT for a loaded recipe; return the folder of the final model."""
     from transformers import set_seed
 
-    from open_r1_nb.data import get_dataset, validate_dataset
+    from open_r1_nb.data import get_dataset, prepare_for_training, validate_dataset
     from open_r1_nb.model import get_model, get_tokenizer
 
     script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
@@ -217,6 +217,11 @@ def train(recipe) -> Path:
     validate_dataset(dataset)
     notes: list[str] = []
     tokenizer = get_tokenizer(model_args, training_args, notes=notes)
+    # Over-length rows and contamination are counted, and handled as the recipe says, never silently.
+    dataset, data_notes = prepare_for_training(dataset, tokenizer, recipe)
+    if training_args.process_index == 0:
+        for note in data_notes:
+            logger.info("data: %s", note)
     model = get_model(model_args, training_args, tokenizer=tokenizer, notes=notes)
     for note in notes:
         logger.info("model/tokenizer: %s", note)
@@ -297,13 +302,37 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     recipe = load_recipe(args.config, overrides=parse_overrides(rest), check_files=True, setup_devices=True)
     try:
-        train(recipe)
+        model_dir = train(recipe)
     finally:
         # Without an explicit teardown the gloo/NCCL group is destroyed at interpreter exit, which sometimes
         # aborts a rank ("terminate called without an active exception") after a successful run.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if recipe.training.benchmarks and recipe.training.process_index == 0:
+        evaluate_after_training(recipe, model_dir)
     return 0
+
+
+def evaluate_after_training(recipe, model_dir: Path) -> None:
+    """The recipe's ``benchmarks`` on the saved model, as open-r1's benchmark callback does after training.
+
+    It runs on the first process only, after the process group is gone, so no rank waits on a barrier while
+    generation runs. Notebook 06 reuses these results and adds the base model beside them.
+    """
+    from open_r1_nb.evaluate.runner import EvalSettings, evaluate
+
+    settings = EvalSettings(**recipe.pipeline.eval_settings())
+    out_dir = Path(model_dir).parent / "eval" if Path(model_dir).name == "model" else Path(model_dir) / "eval"
+    for bench in recipe.training.benchmarks:
+        summary = evaluate(model_dir, bench, out_dir, settings, label=recipe.run_name)
+        logger.info(
+            "eval %s: pass@1 %.3f ± %.3f, format %.2f, eos %.2f",
+            bench,
+            summary["pass@1"],
+            summary["pass@1_se"],
+            summary["format"],
+            summary["eos"],
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,524 @@
+"""Generation for evaluation: three backends behind one call and one output schema.
+
+- ``transformers``: the reference. Batched, left-padded ``generate`` with the KV cache; fp32 on CPU, bf16 on GPU.
+- ``ctranslate2``: the CPU fast path. The Hugging Face folder is converted once (float32, so greedy outputs match
+  the reference) and cached under ``cache/ct2/``; CTranslate2 drops finished sequences from the batch and runs
+  fused CPU kernels, several times faster than ``generate`` on two cores.
+- ``vllm``: the GPU path that open-r1 evaluates with (through LightEval); imported only when asked for.
+
+Every backend renders the chat messages with the model's own chat template plus the generation prompt, stops at
+the tokenizer's EOS (the chat template's end-of-turn token, see :func:`open_r1_nb.model.prepare_tokenizer`) and
+returns ``n`` :class:`Sample` per prompt, in the prompts' order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from open_r1_nb.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("vllm", "ctranslate2", "transformers")
+# Bump when the CT2 conversion settings change, so stale conversions are not reused.
+CT2_FORMAT = 1
+SOURCE_FILE = "open_r1_nb_source.json"  # in each conversion: which folder it was made from
+
+
+@dataclass
+class Sample:
+    """One completion: its text (special tokens removed), how many tokens it took, and how it ended."""
+
+    text: str
+    new_tokens: int  # generated tokens, counting the EOS when there is one (never more than max_new_tokens)
+    ended_at_eos: bool  # False: cut at max_new_tokens, so any answer in it may be unfinished
+
+
+@dataclass
+class GenerationConfig:
+    """What to generate. ``temperature == 0`` means greedy; ``batch_size`` counts sequences (prompts × n)."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 32
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here, fastest first (vLLM only with a CUDA GPU)."""
+    found = []
+    if _importable("vllm") and _cuda_available():
+        found.append("vllm")
+    if _importable("ctranslate2"):
+        found.append("ctranslate2")
+    if _importable("transformers"):
+        found.append("transformers")
+    return found
+
+
+def choose_backend(requested: str = "auto") -> str:
+    """Resolve ``"auto"`` to the fastest available backend; check that an explicit request can run."""
+    if requested == "auto":
+        found = available_backends()
+        if not found:
+            raise RuntimeError(
+                "no generation backend is installed: pip install transformers (or ctranslate2)"
+            )
+        return found[0]
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
+    if requested not in available_backends():
+        hint = {
+            "vllm": "vLLM needs a CUDA GPU and `pip install vllm==0.31.0` (the `gpu` extra)",
+            "ctranslate2": "pip install ctranslate2==4.8.5 (the `cpu-eval` extra)",
+            "transformers": "pip install transformers",
+        }[requested]
+        raise RuntimeError(f"backend {requested!r} is not available here: {hint}")
+    return requested
+
+
+def generate(
+    model_dir: str | Path,
+    prompts: list[list[dict]],
+    config: GenerationConfig,
+    backend: str = "auto",
+    progress: bool = True,
+    **backend_options: Any,
+) -> list[list[Sample]]:
+    """Generate ``config.n`` samples for each chat prompt, in order.
+
+    ``prompts`` are message lists (a user turn, optionally a system turn before it). ``backend_options`` go to the
+    backend: ctranslate2 takes ``compute_type`` (default float32), ``max_batch_tokens``, ``threads`` and
+    ``inter_threads``; vllm takes ``tensor_parallel_size``, ``data_parallel_size`` and any ``vllm.LLM`` argument.
+    """
+    if config.n < 1 or config.max_new_tokens < 1 or config.batch_size < 1:
+        raise ValueError(f"n, max_new_tokens and batch_size must be positive: {config}")
+    if not prompts:
+        return []
+    name = choose_backend(backend)
+    model_dir = Path(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    prompt_ids = render_prompts(tokenizer, prompts)
+    runner = {"transformers": _run_transformers, "ctranslate2": _run_ctranslate2, "vllm": _run_vllm}[name]
+    logger.info("generating %d × %d with %s from %s", len(prompts), config.n, name, model_dir)
+    return runner(model_dir, tokenizer, prompt_ids, config, progress, **backend_options)
+
+
+# --- shared pieces -------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(model_dir: str | Path):
+    """The folder's tokenizer with the chat template and EOS fixed as training fixed them.
+
+    A model saved by the pipeline already carries them; a raw folder (a GGUF-derived SmolLM2, the tiny smoke
+    model without a chat template) gets ChatML and the template's end-of-turn token as EOS, as in training.
+    """
+    from transformers import AutoTokenizer
+
+    from open_r1_nb.model import prepare_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    for note in prepare_tokenizer(tokenizer):
+        logger.info("tokenizer %s", note)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{model_dir}: the tokenizer has no EOS token, so generation could never stop")
+    return tokenizer
+
+
+def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
+    """Token ids of each conversation through the chat template, ending with the assistant's generation prompt."""
+    rendered = []
+    for messages in prompts:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # The template already wrote any BOS it wants; adding special tokens again would double it.
+        rendered.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return rendered
+
+
+def _decode(tokenizer, ids: Sequence[int], eos_id: int) -> Sample:
+    """A Sample from one completion's ids, cut after the first EOS (which the text leaves out)."""
+    ids = list(ids)
+    ended = eos_id in ids
+    if ended:
+        ids = ids[: ids.index(eos_id) + 1]
+    text = tokenizer.decode(ids[:-1] if ended else ids, skip_special_tokens=True)
+    return Sample(text=text, new_tokens=len(ids), ended_at_eos=ended)
+
+
+def _copies(draws: list[Sample], config: GenerationConfig) -> list[Sample]:
+    """Greedy decoding is deterministic, so it runs once per prompt and its sample is copied n times."""
+    return [replace(draws[0]) for _ in range(config.n)] if config.greedy else draws
+
+
+def _chunks_by_length(prompt_ids: list[list[int]], per_chunk: int) -> list[list[int]]:
+    """Prompt indices sorted longest first and cut into chunks, so each batch pads little (and OOMs come early)."""
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    return [order[i : i + per_chunk] for i in range(0, len(order), per_chunk)]
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled)
+
+
+def _cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --- transformers: the reference -----------------------------------------------------------------------------
+
+
+def _run_transformers(
+    model_dir: Path,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    config: GenerationConfig,
+    progress: bool,
+    **options: Any,
+) -> list[list[Sample]]:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    if options:
+        raise TypeError(f"the transformers backend takes no options, got {sorted(options)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32  # bf16 on CPU is slower, not faster
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
+
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None or pad_id >= model.get_input_embeddings().num_embeddings:
+        pad_id = eos_id  # only its embedding is read, under a zero attention mask
+    n_draws = 1 if config.greedy else config.n  # greedy samples are identical: decode once, copy
+    # Every decoding field explicit: transformers fills fields left unset from the folder's generation_config
+    # (a trained model saves temperature 0.6 there), and the reference must decode exactly as asked.
+    hf_config = HFGenerationConfig(
+        max_new_tokens=config.max_new_tokens,
+        min_new_tokens=0,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        do_sample=not config.greedy,
+        num_beams=1,
+        num_return_sequences=n_draws,
+        temperature=1.0 if config.greedy else config.temperature,
+        top_p=1.0 if config.greedy else config.top_p,
+        # Sampling has no top-k cut, as in vLLM and CTranslate2; 50 is transformers' inert default for greedy.
+        top_k=50 if config.greedy else 0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    )
+    torch.manual_seed(config.seed)
+
+    results: list[list[Sample]] = [[] for _ in prompt_ids]
+    per_chunk = max(1, config.batch_size // n_draws)
+    with _progress_bar(len(prompt_ids), "generate (transformers)", progress) as bar:
+        for chunk in _chunks_by_length(prompt_ids, per_chunk):
+            width = max(len(prompt_ids[i]) for i in chunk)
+            # Left padding: every row's last prompt token sits at the same position, where generation starts.
+            input_ids = torch.tensor([[pad_id] * (width - len(prompt_ids[i])) + prompt_ids[i] for i in chunk])
+            mask = torch.tensor(
+                [[0] * (width - len(prompt_ids[i])) + [1] * len(prompt_ids[i]) for i in chunk]
+            )
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=hf_config,
+                )
+            new = out[:, width:].tolist()
+            for row, index in enumerate(chunk):
+                draws = [_decode(tokenizer, new[row * n_draws + k], eos_id) for k in range(n_draws)]
+                results[index] = _copies(draws, config)
+            bar.update(len(chunk))
+    return results
+
+
+# --- CTranslate2: the CPU fast path --------------------------------------------------------------------------
+
+
+def _weights_fingerprint(model_dir: Path) -> str:
+    """A hash of the config and the weights' names, sizes and mtimes: a retrained model gets a new conversion."""
+    h = hashlib.sha256(f"ct2-format-{CT2_FORMAT}".encode())
+    h.update((model_dir / "config.json").read_bytes())
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix in {".safetensors", ".bin", ".json"} and path.is_file():
+            stat = path.stat()
+            h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def ct2_model_dir(model_dir: str | Path) -> Path:
+    """The CTranslate2 conversion of ``model_dir`` (float32), made once and cached under ``cache/ct2/``.
+
+    A retrained model (new weights, same folder) gets a new conversion and the stale one is removed.
+    """
+    import json
+
+    from ctranslate2.converters import TransformersConverter
+
+    model_dir = Path(model_dir).resolve()
+    # runs/<run>/model would otherwise all be called "model".
+    label = f"{model_dir.parent.name}-{model_dir.name}" if model_dir.name == "model" else model_dir.name
+    target = cache_dir() / "ct2" / f"{label}-{_weights_fingerprint(model_dir)}"
+    if (target / "model.bin").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("converting %s to CTranslate2 (float32) in %s", model_dir, target)
+    # Convert into a scratch folder and rename, so an interrupted or concurrent conversion never leaves half a model.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        # float32 keeps greedy outputs identical to the fp32 reference; int8 is chosen at load time if wanted.
+        TransformersConverter(str(model_dir)).convert(str(scratch), quantization="float32", force=True)
+        _fill_null_special_tokens(scratch / "config.json")
+        (scratch / SOURCE_FILE).write_text(json.dumps({"source": str(model_dir)}))
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not (target / "model.bin").exists():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for other in target.parent.glob(f"{label}-*"):
+        source = other / SOURCE_FILE
+        if other != target and source.exists() and json.loads(source.read_text())["source"] == str(model_dir):
+            shutil.rmtree(other, ignore_errors=True)  # an older conversion of weights that no longer exist
+    return target
+
+
+def _fill_null_special_tokens(config_path: Path) -> None:
+    # The converter writes null for a special token the tokenizer lacks (the tiny model has no BOS), and the CT2
+    # loader then refuses the model. Generation passes its prompts and end token explicitly, so the EOS string
+    # is a harmless stand-in.
+    import json
+
+    config = json.loads(config_path.read_text())
+    fill = config.get("eos_token") or ""
+    for key in ("bos_token", "eos_token", "unk_token"):
+        if config.get(key, "") is None:
+            config[key] = fill
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def ct2_generator(
+    model_dir: str | Path,
+    compute_type: str = "float32",
+    threads: int | None = None,
+    seed: int = 0,
+    inter_threads: int = 1,
+):
+    """A CPU ``ctranslate2.Generator`` for ``model_dir`` whose sampling starts from ``seed``.
+
+    CTranslate2 seeds each worker thread's random generator when the thread first samples, so
+    ``set_random_seed`` only affects generators created after it: a fresh one per evaluation makes sampled
+    results repeatable (loading takes about a second).
+    """
+    import ctranslate2
+
+    ctranslate2.set_random_seed(seed)
+    threads = threads or _cpu_threads()
+    return ctranslate2.Generator(
+        str(ct2_model_dir(model_dir)),
+        device="cpu",
+        compute_type=compute_type,
+        intra_threads=max(1, threads // inter_threads),
+        inter_threads=inter_threads,
+    )
+
+
+def _run_ctranslate2(
+    model_dir: Path,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    config: GenerationConfig,
+    progress: bool,
+    compute_type: str = "float32",
+    max_batch_tokens: int | None = None,
+    threads: int | None = None,
+    inter_threads: int = 1,
+) -> list[list[Sample]]:
+    generator = ct2_generator(model_dir, compute_type, threads, config.seed, inter_threads)
+    eos_id = tokenizer.eos_token_id
+    n_draws = 1 if config.greedy else config.n
+    if config.greedy:
+        sampling = {"sampling_topk": 1}
+    else:
+        # topk=0 samples from the whole (top-p-truncated) distribution, as vLLM and the protocol do.
+        sampling = {
+            "sampling_topk": 0,
+            "sampling_topp": config.top_p,
+            "sampling_temperature": config.temperature,
+            "num_hypotheses": n_draws,
+        }
+    if max_batch_tokens:
+        batching = {"max_batch_size": max_batch_tokens, "batch_type": "tokens"}
+    else:
+        batching = {"max_batch_size": max(1, config.batch_size // n_draws), "batch_type": "examples"}
+    results: list[list[Sample]] = [[] for _ in prompt_ids]
+    # Several CT2 batches per call keep the engine busy; the call boundary is only there to update progress.
+    per_call = 4 * max(1, config.batch_size // n_draws)
+    with _progress_bar(len(prompt_ids), "generate (ctranslate2)", progress) as bar:
+        for chunk in _chunks_by_length(prompt_ids, per_call):
+            outputs = generator.generate_batch(
+                [tokenizer.convert_ids_to_tokens(prompt_ids[i]) for i in chunk],
+                max_length=config.max_new_tokens,
+                end_token=[eos_id],
+                # CT2 strips the end token by default; keeping it is how EOS is told apart from a length cut.
+                return_end_token=True,
+                include_prompt_in_result=False,
+                **batching,
+                **sampling,
+            )
+            for index, output in zip(chunk, outputs, strict=True):
+                draws = [_decode(tokenizer, ids, eos_id) for ids in output.sequences_ids]
+                results[index] = _copies(draws, config)
+            bar.update(len(chunk))
+    return results
+
+
+# --- vLLM: the GPU path (not exercised on CPU machines) ------------------------------------------------------
+
+
+def _run_vllm(
+    model_dir: Path,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    config: GenerationConfig,
+    progress: bool,
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int | None = None,
+    **llm_options: Any,
+) -> list[list[Sample]]:
+    """vLLM's offline ``LLM`` (continuous batching, paged attention), as open-r1 evaluates with.
+
+    ``tensor_parallel_size`` GPUs hold one copy of the model (1 suits a 7B model on an 80 GB GPU); the other
+    visible GPUs run further copies, ``data_parallel_size`` in all, one process each with a shard of the prompts.
+    vLLM refuses ``LLM(data_parallel_size=…)`` inside one process, and a dense model needs no coordination between
+    copies, so plain processes over disjoint prompts are the simple, documented route.
+    """
+    import torch
+
+    gpus = torch.cuda.device_count()
+    copies = data_parallel_size or max(1, gpus // tensor_parallel_size)
+    eos_id = tokenizer.eos_token_id
+    args = (str(model_dir), config, tensor_parallel_size, eos_id, llm_options)
+    if copies == 1:
+        return _vllm_worker(list(enumerate(prompt_ids)), *args, progress)
+    import multiprocessing
+
+    shards = [list(enumerate(prompt_ids))[rank::copies] for rank in range(copies)]
+    devices = [
+        ",".join(str(rank * tensor_parallel_size + k) for k in range(tensor_parallel_size))
+        for rank in range(copies)
+    ]
+    # spawn, not fork: CUDA cannot be initialised twice in forked children.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(copies) as pool:
+        parts = pool.starmap(
+            _vllm_worker_on, [(devices[r], shards[r], *args, progress and r == 0) for r in range(copies)]
+        )
+    results: list[list[Sample]] = [[] for _ in prompt_ids]
+    for shard, part in zip(shards, parts, strict=True):
+        for (index, _), samples in zip(shard, part, strict=True):
+            results[index] = samples
+    return results
+
+
+def _vllm_worker_on(devices: str, *args: Any) -> list[list[Sample]]:
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before vLLM initialises CUDA in this process
+    return _vllm_worker(*args)
+
+
+def _vllm_worker(
+    indexed_prompts: list[tuple[int, list[int]]],
+    model: str,
+    config: GenerationConfig,
+    tensor_parallel_size: int,
+    eos_id: int,
+    llm_options: dict[str, Any],
+    progress: bool,
+) -> list[list[Sample]]:
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=model,
+        dtype="bfloat16",
+        tensor_parallel_size=tensor_parallel_size,
+        seed=config.seed,
+        **llm_options,
+    )
+    n_draws = 1 if config.greedy else config.n
+    # One seed per prompt, from its index: samples do not depend on how prompts are sharded or batched.
+    params = [
+        SamplingParams(
+            n=n_draws,
+            temperature=0.0 if config.greedy else config.temperature,
+            top_p=1.0 if config.greedy else config.top_p,
+            max_tokens=config.max_new_tokens,
+            seed=config.seed + index,
+            # The template's end-of-turn token, even if the folder's generation_config names another EOS.
+            stop_token_ids=[eos_id],
+            skip_special_tokens=True,
+        )
+        for index, _ in indexed_prompts
+    ]
+    # Rendered with our tokenizer already, so every backend sees the same prompt tokens.
+    requests = [{"prompt_token_ids": ids} for _, ids in indexed_prompts]
+    outputs = llm.generate(requests, params, use_tqdm=progress)
+    results = []
+    for output in outputs:  # in request order
+        draws = [
+            # "stop" is an EOS or stop token; "length" is the max_tokens cut.
+            Sample(text=c.text, new_tokens=len(c.token_ids), ended_at_eos=c.finish_reason == "stop")
+            for c in output.outputs
+        ]
+        results.append(_copies(draws, config))
+    return results
+
+
+__all__: list[str] = [
+    "BACKENDS",
+    "GenerationConfig",
+    "Sample",
+    "available_backends",
+    "choose_backend",
+    "ct2_generator",
+    "ct2_model_dir",
+    "generate",
+    "load_tokenizer",
+    "render_prompts",
+]
