@@ -207,11 +207,7 @@ def train(recipe) -> Path:
             logger.info("resuming from the last complete checkpoint %s", checkpoint)
     training_args.resume_from_checkpoint = str(checkpoint) if checkpoint else None
 
-    if "wandb" in (training_args.report_to or []):
-        for key in ("wandb_entity", "wandb_project", "wandb_run_group"):
-            value = getattr(training_args, key, None)
-            if value:
-                os.environ[key.upper()] = value
+    apply_optional_integrations(training_args)
 
     dataset = get_dataset(script_args)
     validate_dataset(dataset)
@@ -274,6 +270,38 @@ def train(recipe) -> Path:
         if trainer.accelerator.is_main_process:
             push_model(model_dir, training_args)
     return Path(model_dir)
+
+
+def apply_optional_integrations(training_args) -> None:
+    """W&B only when configured (never a login prompt in a headless run); Liger only when installed."""
+    import importlib.util
+
+    from open_r1_nb.env import wandb_state
+
+    report_to = list(training_args.report_to or [])
+    if "wandb" in report_to:
+        configured = "not configured" not in wandb_state() or os.environ.get("WANDB_MODE") in (
+            "offline",
+            "disabled",
+        )
+        if not configured or importlib.util.find_spec("wandb") is None:
+            logger.warning(
+                "report_to wandb, but W&B is not installed or configured: logging to TensorBoard instead"
+            )
+            report_to = [r for r in report_to if r != "wandb"]
+            if "tensorboard" not in report_to and importlib.util.find_spec("tensorboard") is not None:
+                report_to.append("tensorboard")
+            training_args.report_to = report_to
+        else:
+            for key in ("wandb_entity", "wandb_project", "wandb_run_group"):
+                value = getattr(training_args, key, None)
+                if value:
+                    os.environ[key.upper()] = value
+    if training_args.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        logger.warning(
+            "use_liger_kernel is set but liger-kernel is not installed (`pip install .[gpu]`): training without it"
+        )
+        training_args.use_liger_kernel = False
 
 
 def extra_callbacks(training_args, model_args) -> list:

@@ -1,0 +1,61 @@
+"""open_r1_nb.sft: the pieces around SFTTrainer (integrations, saving rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from open_r1_nb import sft
+
+
+def _args(**kw):
+    base = dict(
+        report_to=["wandb"],
+        use_liger_kernel=False,
+        wandb_entity=None,
+        wandb_project=None,
+        wandb_run_group=None,
+    )
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_unconfigured_wandb_falls_back_to_tensorboard_without_prompting(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    args = _args()
+    sft.apply_optional_integrations(args)
+    assert "wandb" not in args.report_to and "tensorboard" in args.report_to
+
+
+def test_missing_liger_is_turned_off(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a)
+    )
+    args = _args(report_to=[], use_liger_kernel=True)
+    sft.apply_optional_integrations(args)
+    assert args.use_liger_kernel is False
+
+
+def test_final_model_dir_follows_the_run_layout():
+    assert sft.final_model_dir("runs/x/checkpoints") == Path("runs/x/model")
+    assert sft.final_model_dir("data/OpenR1-Distill-7B") == Path("data/OpenR1-Distill-7B")
+
+
+def test_generation_config_stops_at_the_tokenizers_eos(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from open_r1_nb.model import prepare_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prepare_tokenizer(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.use_cache = False
+    sft.finalize_generation_config(model, tokenizer)
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.generation_config.temperature == 0.6 and model.generation_config.top_p == 0.95
+    assert model.config.use_cache is True
