@@ -144,3 +144,33 @@ def test_no_secret_in_any_file_of_the_run(smoke_run):
     names = {p.name for p in runs.rglob("*") if p.is_file()}
     assert {"train.log", "recipe.yaml", "README.md", "metrics.json", "00_environment.ipynb"} <= names
     assert checked > 20
+
+
+def test_malformed_rows_fail_in_notebook_02_naming_row_and_problem(smoke_run, tmp_path):
+    run_dir, _, _ = smoke_run
+    good = {"role": "user", "content": "What is 2 + 2?"}
+    rows = [
+        {
+            "id": "fine",
+            "messages": [good, {"role": "assistant", "content": "<think>2+2=4</think> \\boxed{4}"}],
+        },
+        {"id": "no-answer", "messages": [good]},
+        {"id": "bad-content", "messages": [good, {"role": "assistant", "content": 42}]},
+    ]
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    profile = yaml.safe_load((REPO_ROOT / "parameters/smoke.yaml").read_text())
+    profile.update(
+        run_name="smoke_bad_rows", dataset_name=str(folder), decontaminate=False, decontamination_against=[]
+    )
+    path = tmp_path / "bad_rows.yaml"
+    path.write_text(
+        "# Hardware: any CPU; a smoke profile whose data has malformed rows\n" + yaml.safe_dump(profile)
+    )
+    with pytest.raises(PipelineError, match="02_dataset"):
+        run_pipeline(path, only=["02"], echo=lambda _: None)
+    text = _outputs_text(run_dir.parent / "smoke_bad_rows" / "notebooks" / "02_dataset.ipynb")
+    assert "DatasetValidationError" in text
+    assert "row 1 (id no-answer)" in text and "end with an assistant turn" in text
+    assert "row 2 (id bad-content)" in text and "int content" in text
