@@ -7,7 +7,9 @@
 A backend is written ``name[:key=value,...]``: ``batch_size`` sets GenerationConfig.batch_size, any other key is a
 backend option (ctranslate2: compute_type, max_batch_tokens, threads). The first transformers entry is the
 reference that the others are compared with, completion by completion; without one, nothing is compared.
-Timings include loading the model but not the one-off CTranslate2 conversion (done before timing).
+Timings include loading the model but not the one-off CTranslate2 conversion (done before timing). The last
+column says how many cores this process used and how many everything else did meanwhile: on a shared machine,
+only rows with ~0 for the others are clean measurements.
 """
 
 from __future__ import annotations
@@ -26,6 +28,44 @@ from open_r1_nb.evaluate.generate import GenerationConfig, Sample, ct2_model_dir
 from open_r1_nb.paths import cache_dir, resolve_local  # noqa: E402
 
 DEFAULT_BACKENDS = ["transformers", "ctranslate2:batch_size=32", "ctranslate2:batch_size=64"]
+
+
+class CpuWatch:
+    """Cores used by this process and by everything else during a block (Linux /proc), to judge a timing.
+
+    On a shared 2-core machine another job halves the figures; a run where ``others`` is well above 0 is noise.
+    """
+
+    def __enter__(self) -> CpuWatch:
+        self.start, self.busy, self.mine = time.perf_counter(), _busy_ticks(), _own_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        own = _own_ticks() - self.mine
+        self.own_cores = own / hz / self.seconds if self.seconds else 0.0
+        self.other_cores = (
+            max(0.0, (_busy_ticks() - self.busy - own) / hz / self.seconds) if self.seconds else 0.0
+        )
+
+
+def _busy_ticks() -> int:
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0
+    return sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+
+
+def _own_ticks() -> int:
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(x) for x in fields[11:15])  # utime, stime and those of waited-for children
 
 
 def parse_backend(spec: str) -> tuple[str, int, dict]:
@@ -77,13 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"CTranslate2 model: {path} (ready in {time.perf_counter() - start:.1f} s)\n")
 
     reference: list[Sample] | None = None
-    header = f"{'backend':<52} {'new tok':>8} {'s':>7} {'tok/s':>7} {'at EOS':>7} {'same as ref':>11}"
+    header = f"{'backend':<44} {'new tok':>8} {'s':>7} {'tok/s':>7} {'at EOS':>7} {'same as ref':>11} {'cores us/others':>16}"
     print(header)
     for spec, (name, batch_size, options) in zip(args.backends, specs, strict=True):
         config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
-        start = time.perf_counter()
-        samples = [s[0] for s in generate(model, prompts, config, name, progress=False, **options)]
-        seconds = time.perf_counter() - start
+        with CpuWatch() as watch:
+            samples = [s[0] for s in generate(model, prompts, config, name, progress=False, **options)]
+        seconds = watch.seconds
         tokens = sum(s.new_tokens for s in samples)
         ended = sum(s.ended_at_eos for s in samples)
         if reference is None and name == "transformers":
@@ -93,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             same = f"{sum(a == b for a, b in zip(samples, reference, strict=True))}/{len(samples)}"
         label = spec if ":" in spec else f"{spec} (batch {batch_size})"
+        cores = f"{watch.own_cores:.1f}/{watch.other_cores:.1f}"
         print(
-            f"{label:<52} {tokens:>8} {seconds:>7.1f} {tokens / seconds:>7.1f} {ended:>7} {same:>11}",
+            f"{label:<44} {tokens:>8} {seconds:>7.1f} {tokens / seconds:>7.1f} {ended:>7} {same:>11} {cores:>16}",
             flush=True,
         )
         for s in samples[: args.show]:
