@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.launch import cuda_available
 from open_r1_nb.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -66,12 +67,8 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+# One implementation of the GPU check, shared with the launcher; the module-level name is what tests patch.
+_cuda_available = cuda_available
 
 
 def available_backends() -> list[str]:
