@@ -516,6 +516,14 @@ class PipelineArguments:
             "choices": ("auto", "vllm", "ctranslate2", "transformers"),
         },
     )
+    learning_curve: int = field(
+        default=0,
+        metadata={
+            "help": "Evaluate every saved checkpoint on this many problems of the first benchmark (one sample "
+            "each), for a plot of held-out accuracy against training tokens; 0 = off. Keep the checkpoints: "
+            "save_total_limit null."
+        },
+    )
 
     def eval_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``open_r1_nb.evaluate.runner.EvalSettings``."""
@@ -1509,6 +1517,14 @@ def _runtime_notes(recipe: Recipe, notes: list[str]) -> None:
             "attn_implementation: flash_attention_2 needs the flash-attn package, which is not installed here "
             "(the model step falls back to sdpa)."
         )
+    if t.bf16 and t.use_cpu and not cpu_supports_bf16():
+        # bf16 autocast halves the step time on a CPU with bf16 units (measured: docs/performance.md); without them
+        # oneDNN emulates bf16, so the same recipe trains in fp32 there.
+        t.bf16 = False
+        notes.append(
+            "bf16: true -> false: this CPU has no native bf16 (AVX512-BF16 / AMX), so bf16 autocast would be "
+            "emulated; training runs in fp32."
+        )
     if (t.bf16 or t.tf32) and not t.use_cpu:
         import torch
 
@@ -1517,6 +1533,16 @@ def _runtime_notes(recipe: Recipe, notes: list[str]) -> None:
                 "bf16/tf32 without use_cpu: this recipe is sized for bf16 GPUs; on this machine (no CUDA) the "
                 "trainer would refuse it. It validates here; train it on the hardware its header names."
             )
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX on x86; bf16 on Arm)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def load_recipe(
@@ -1603,11 +1629,26 @@ def _check_benchmarks(recipe: Recipe, where: str) -> None:
                 f"use names among {sorted(BENCHMARKS)}",
                 where,
             )
-    for key in ("eval_n", "eval_limit", "eval_max_new_tokens"):
+    for key in ("eval_n", "eval_limit", "eval_max_new_tokens", "learning_curve"):
         if getattr(recipe.pipeline, key) < 0:
             raise _error(
                 key, getattr(recipe.pipeline, key), "is negative", "use 0 (the default) or more", where
             )
+    if recipe.pipeline.learning_curve:
+        t = recipe.training
+        if not t.benchmarks:
+            raise _error(
+                "learning_curve", recipe.pipeline.learning_curve, "needs a benchmark to evaluate the checkpoints on",
+                "list one under `benchmarks` (the first is used)", where,
+            )  # fmt: skip
+        if str(getattr(t.save_strategy, "value", t.save_strategy)) == "no" or t.save_total_limit:
+            raise _error(
+                "learning_curve", recipe.pipeline.learning_curve,
+                "needs every checkpoint kept, but the recipe saves none or deletes old ones "
+                f"(save_strategy {getattr(t.save_strategy, 'value', t.save_strategy)}, "
+                f"save_total_limit {t.save_total_limit})",
+                "set save_strategy: steps, save_steps, and save_total_limit: null", where,
+            )  # fmt: skip
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ to read what notebook 01 (or the runner) wrote, so any notebook can be re-run al
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,6 +151,54 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: st
     )
 
 
+def _last_progress(log: Path) -> str:
+    """The newest tqdm-style progress line of a log (``12/30 [01:02<01:30, 10.4s/it]``), or ''."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    bars = [
+        ln.strip() for ln in tail.replace("\r", "\n").splitlines() if "|" in ln and "/" in ln and "[" in ln
+    ]
+    return bars[-1][-90:] if bars else ""
+
+
+class Heartbeat:
+    """While a notebook runs, print its elapsed time every ``every_s`` seconds, with training's progress bar.
+
+    papermill shows nothing until a notebook ends; training alone takes minutes, so the runner says it is alive.
+    """
+
+    def __init__(self, name: str, run_folder: Path, echo=print, every_s: float = 30.0) -> None:
+        self.name, self.log, self.echo, self.every_s = name, run_folder / "train.log", echo, every_s
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            elapsed = time.perf_counter() - self._t0
+            progress = (
+                _last_progress(self.log)
+                if self.log.exists() and self.log.stat().st_mtime > self._since
+                else ""
+            )
+            self.echo(
+                f"  {self.name:<28} ...   {elapsed:6.0f} s" + (f"   training {progress}" if progress else "")
+            )
+
+    def __enter__(self) -> Heartbeat:
+        self._since = time.time()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_pipeline(
     profile: str | Path,
     only: list[str] | None = None,
@@ -173,10 +222,12 @@ def run_pipeline(
     # The profile's offline assets are built first (cached, so instant the second time): validating the recipe
     # checks that its local model and data exist.
     needed = load_recipe(profile_path(profile), check_files=False).pipeline.assets
+    extra_times: dict[str, float] = {}
     if needed:
         t0 = time.perf_counter()
         assets.prepare(list(needed))
-        echo(f"  {'assets':<28} ok    {time.perf_counter() - t0:6.1f} s")
+        extra_times["assets"] = time.perf_counter() - t0
+        echo(f"  {'assets':<28} ok    {extra_times['assets']:6.1f} s")
     selected = notebooks(only)
     stamp = _timestamp()
     target = run_dir(_run_name(profile, run_name))
@@ -203,13 +254,14 @@ def run_pipeline(
         output = out_dir / nb.name
         t0 = time.perf_counter()
         try:
-            run_notebook(nb, output, params, kernel_name)
+            with Heartbeat(nb.stem, recipe.run_dir, echo):
+                run_notebook(nb, output, params, kernel_name)
         except Exception as err:  # papermill raises its own error type; any failure stops the run here
             seconds = time.perf_counter() - t0
             detail = _describe_failure(err)
             results.append(NotebookResult(nb.stem, seconds, output, False, detail))
             echo(f"  {nb.stem:<28} FAILED after {seconds:6.1f} s")
-            _record_times(recipe.run_dir, results, profile_path(profile).stem)
+            _record_times(recipe.run_dir, results, profile_path(profile).stem, extra_times)
             raise PipelineError(
                 f"Notebook {nb.name} failed in {detail}\nThe executed copy with the full traceback: {output}"
             ) from err
@@ -217,8 +269,13 @@ def run_pipeline(
         results.append(NotebookResult(nb.stem, seconds, output, True))
         echo(f"  {nb.stem:<28} ok    {seconds:6.1f} s")
     total = time.perf_counter() - start
-    _record_times(recipe.run_dir, results, profile_path(profile).stem)
+    _record_times(recipe.run_dir, results, profile_path(profile).stem, extra_times)
     echo(f"  {'total':<28}       {total:6.1f} s")
+    if (recipe.run_dir / "metrics.json").exists():
+        from open_r1_nb.run_report import write_report
+
+        # Again after notebook 06 wrote it: now with every notebook's wall time.
+        echo(f"  report: {write_report(recipe.run_dir)}")
     return results
 
 
@@ -236,10 +293,13 @@ def merge_metrics(folder: Path, update: dict) -> dict:
     return metrics
 
 
-def _record_times(folder: Path, results: list[NotebookResult], profile: str) -> None:
-    """Wall time per notebook, and their sum, into ``metrics.json``."""
+def _record_times(
+    folder: Path, results: list[NotebookResult], profile: str, extra: dict[str, float] | None = None
+) -> None:
+    """Wall time per notebook (and of the asset build, in ``extra``), and their sum, into ``metrics.json``."""
     path = Path(folder) / "metrics.json"
     times = json.loads(path.read_text()).get("wall_seconds", {}) if path.exists() else {}
+    times.update({name: round(seconds, 1) for name, seconds in (extra or {}).items()})
     times.update({r.name: round(r.seconds, 1) for r in results})
     times["total"] = round(sum(v for k, v in times.items() if k != "total"), 1)
     merge_metrics(folder, {"profile": profile, "wall_seconds": times})

@@ -86,12 +86,57 @@ class CheckpointCompleteCallback(TrainerCallback):
 
 
 class ThroughputSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding."""
+    """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding.
+
+    On a CPU it computes the loss from the full logits in one LM-head matmul instead of TRL's fused, tiled LM head,
+    which exists to save GPU memory and has no CPU kernel: measured on 2 cores with SmolLM2-135M, a step took 1.5x
+    as long with it (docs/performance.md). The loss is the same token-averaged cross-entropy, and the metrics TRL
+    logs (entropy, mean_token_accuracy, num_tokens) are kept.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded-total; this process only
         self._train_start: float | None = None
+        self._full_logits_loss = self.args.device.type == "cpu"
+        if self._full_logits_loss:
+            logger.info(
+                "loss: full logits in one LM-head matmul (CPU); TRL's fused LM head is for GPU memory"
+            )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not (self._full_logits_loss and model.training and not return_outputs and "labels" in inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The model's own causal-LM loss: shifted labels, -100 ignored, summed and divided by the batch's label
+        # count (num_items_in_batch, which spans gradient accumulation and ranks), in fp32 from the logits.
+        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks, as in TRL
+        with torch.no_grad():
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            picked = outputs.logits[:, :-1][mask].float()
+            log_probs = picked.log_softmax(-1)
+            stats = torch.stack(
+                [
+                    mask.sum().to(torch.float64),
+                    -(log_probs.exp() * log_probs).sum().to(torch.float64),
+                    (picked.argmax(-1) == labels[mask]).sum().to(torch.float64),
+                    inputs["attention_mask"].sum().to(torch.float64)
+                    if "attention_mask" in inputs
+                    else torch.tensor(float(inputs["input_ids"].numel()), dtype=torch.float64),
+                ]
+            )
+            valid, entropy, correct, tokens = (
+                self.accelerator.gather_for_metrics(stats.reshape(1, -1)).sum(0).tolist()
+            )
+        metrics = self._metrics["train"]
+        metrics["entropy"].append(entropy / valid if valid else 0.0)
+        metrics["mean_token_accuracy"].append(correct / valid if valid else 0.0)
+        self._total_train_tokens += int(tokens)
+        metrics["num_tokens"] = [self._total_train_tokens]
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._train_start is None:
@@ -347,12 +392,14 @@ def evaluate_after_training(recipe, model_dir: Path) -> None:
     It runs on the first process only, after the process group is gone, so no rank waits on a barrier while
     generation runs. Notebook 06 reuses these results and adds the base model beside them.
     """
-    from open_r1_nb.evaluate.runner import EvalSettings, evaluate
+    from open_r1_nb.evaluate.runner import EvalSettings, evaluate_many
 
     settings = EvalSettings(**recipe.pipeline.eval_settings())
     out_dir = Path(model_dir).parent / "eval" if Path(model_dir).name == "model" else Path(model_dir) / "eval"
-    for bench in recipe.training.benchmarks:
-        summary = evaluate(model_dir, bench, out_dir, settings, label=recipe.run_name)
+    summaries = evaluate_many(
+        model_dir, list(recipe.training.benchmarks), out_dir, settings, label=recipe.run_name
+    )
+    for bench, summary in summaries.items():
         logger.info(
             "eval %s: pass@1 %.3f ± %.3f, format %.2f, eos %.2f",
             bench,

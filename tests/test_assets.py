@@ -88,21 +88,25 @@ def recheck_arithmetic(row: dict) -> None:
     if op == "+":
         da, db = str(a)[::-1], str(b)[::-1]
         columns = re.findall(
-            r"^[\w-]+: (\d) \+ (\d)(?: \+ (\d))? = (\d+)\. Write (\d), carry (\d)\.$", text, flags=re.M
+            r"^[\w-]+: (\d) \+ (\d)(?: \+ (\d))? = (\d+)\. Write (\d), carry (\d)\. So far: (\d+)\.$",
+            text,
+            flags=re.M,
         )
         assert len(columns) == max(len(da), len(db))
-        carry, written = 0, []
-        for i, (x, y, carry_in, total, digit, carry_out) in enumerate(columns):
-            # The trace reads the right digits of the operands, and passes the carry on.
+        carry, written = 0, ""
+        for i, (x, y, carry_in, total, digit, carry_out, so_far) in enumerate(columns):
+            # The trace reads the right digits of the operands, passes the carry on, and grows the result by one
+            # digit in front.
             assert x == (da[i] if i < len(da) else "0") and y == (db[i] if i < len(db) else "0")
             assert int(carry_in or 0) == carry
             assert int(digit) == int(total) % 10 and int(carry_out) == int(total) // 10
             carry = int(carry_out)
-            written.append(digit)
+            written = digit + written
+            assert so_far == written
         if carry:
-            written.append(str(carry))
-        readout = re.search(r"highest place down: ([\d, ]+)\.", text).group(1)
-        assert readout.replace(", ", "") == "".join(reversed(written)) == str(true)
+            written = str(carry) + written
+            assert f"the last carry {carry} is written. So far: {written}." in text
+        assert int(written) == true and f"So {a} + {b} = {true}." in text
     # The last partial sum is the product.
     assert text.rstrip().endswith(f"So {a} {op} {b} = {true}.")
 

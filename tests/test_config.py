@@ -115,17 +115,27 @@ def test_7b_chat_template_file_renders_chatml_with_the_open_r1_system_prompt():
     )
 
 
+_CPU_ASSETS = ["smollm2", "gsm_symbolic", "arithmetic"]
+
+
 @pytest.mark.parametrize(
-    ("profile", "global_batch", "assets"),
-    [("smoke", 4, ["tiny_model", "smoke_data"]), ("cpu_demo", 8, ["smollm2", "gsm_symbolic", "arithmetic"])],
+    ("profile", "global_batch", "assets", "layout", "bf16"),
+    [
+        ("smoke", 4, ["tiny_model", "smoke_data"], ("cpu_2proc", 2), False),  # CI keeps two ranks exercised
+        ("cpu_demo", 8, _CPU_ASSETS, ("cpu_1proc", 1), True),
+        ("cpu_long", 8, _CPU_ASSETS, ("cpu_1proc", 1), True),
+    ],
 )
-def test_cpu_profiles_validate(profile, global_batch, assets):
+def test_cpu_profiles_validate(profile, global_batch, assets, layout, bf16, monkeypatch):
+    from open_r1_nb import config
+
+    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)
     recipe = load_recipe(profile, check_files=False)
     assert recipe.run_name == profile
     assert recipe.global_batch_size() == global_batch
-    assert recipe.pipeline.accelerate_config == "cpu_2proc" and recipe.pipeline.num_processes == 2
+    assert (recipe.pipeline.accelerate_config, recipe.pipeline.num_processes) == layout
     assert recipe.pipeline.assets == assets
-    assert recipe.training.use_cpu and not recipe.training.bf16
+    assert recipe.training.use_cpu and recipe.training.bf16 is bf16
     assert recipe.training.eos_token == "<|im_end|>"
     assert recipe.notes == []  # modern key names, nothing to say
 

@@ -59,3 +59,44 @@ def test_generation_config_stops_at_the_tokenizers_eos(tiny_model_dir):
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id != tokenizer.eos_token_id
     assert model.generation_config.temperature == 0.6 and model.generation_config.top_p == 0.95
     assert model.config.use_cache is True
+
+
+def test_cpu_full_logits_loss_equals_trls_fused_head_loss(tiny_model_dir, smoke_data_dir, tmp_path):
+    import json
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    from open_r1_nb.model import prepare_tokenizer
+    from open_r1_nb.sft import ThroughputSFTTrainer
+
+    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:8]]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prepare_tokenizer(tokenizer)
+    args = SFTConfig(
+        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, report_to="none",
+        gradient_checkpointing=False, bf16=False, max_length=1024,
+    )  # fmt: skip
+    trainer = ThroughputSFTTrainer(
+        model=str(tiny_model_dir),
+        args=args,
+        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
+        processing_class=tokenizer,
+    )
+    assert trainer._full_logits_loss
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["attention_mask"] == 0).any()  # padded: the masks matter
+    model = trainer.model.train()
+    items = (batch["labels"][:, 1:] != -100).sum()
+    ours = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+    trainer._full_logits_loss = False
+    trls = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+    torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-5)
+    metrics = trainer._metrics["train"]
+    assert len(metrics["entropy"]) == 2 and len(metrics["mean_token_accuracy"]) == 2
+    assert abs(metrics["entropy"][0] - metrics["entropy"][1]) < 1e-3
+    assert abs(metrics["mean_token_accuracy"][0] - metrics["mean_token_accuracy"][1]) < 1e-6
+    # Both paths counted the batch's real tokens once each.
+    assert metrics["num_tokens"] == [2 * int(batch["attention_mask"].sum())]

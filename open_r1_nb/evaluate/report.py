@@ -145,3 +145,31 @@ def eval_metrics(out_dir: str | Path, benchmarks: list[str], labels: dict[str, s
             keep = ("pass@1", "pass@1_se", "format", "eos", "n", "problems", "mean_new_tokens")
             out.setdefault(bench, {})[role] = {key: s[key] for key in keep if key in s}
     return out
+
+
+def plot_learning_curve(rows: list[dict], benchmark: str, path: str | Path | None = None):
+    """Held-out pass@1 (± SE) and format adherence against training tokens, one point per checkpoint."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("tokens") is not None]
+    tokens = [r["tokens"] / 1000 for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.errorbar(
+        tokens,
+        [100 * r["pass@1"] for r in rows],
+        yerr=[100 * r["pass@1_se"] for r in rows],
+        marker="o",
+        capsize=3,
+        label="pass@1 (%) ± SE",
+    )
+    ax.plot(tokens, [100 * r["format"] for r in rows], marker="s", linestyle="--", label="format (%)")
+    ax.set_xlabel("training tokens (thousands)")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{benchmark}: held-out accuracy during training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig

@@ -65,25 +65,76 @@ def evaluate(
     path: str | None = None,
 ) -> dict[str, Any]:
     """Generate and score; write ``<out_dir>/<benchmark>/<label>.{jsonl,json}``; return the summary."""
+    paths = {benchmark: path} if path else None
+    return evaluate_many(model_dir, [benchmark], out_dir, settings, label=label, paths=paths)[benchmark]
+
+
+def evaluate_many(
+    model_dir: str | Path,
+    benchmarks: list[str],
+    out_dir: str | Path,
+    settings: EvalSettings | None = None,
+    label: str | None = None,
+    paths: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate` for several benchmarks, with one generation call for all that sample alike.
+
+    On a CPU a split of a few dozen problems leaves the batches half empty and pays the model load each time;
+    putting every benchmark with the same n and token limit into one call fills them. Each benchmark still gets
+    its own files; its ``generation_seconds`` is its share (by new tokens) of the shared call's time.
+    """
     from open_r1_nb.evaluate.generate import GenerationConfig, choose_backend, generate
 
     settings = settings or EvalSettings()
-    spec = get_benchmark(benchmark)
-    problems = load_problems(benchmark, path=path, limit=settings.limit or None, seed=settings.seed)
-    n = settings.n or spec.n
-    config = GenerationConfig(
-        n=n,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens or spec.max_new_tokens,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-    )
+    label = label or model_label(model_dir)
     backend = choose_backend(settings.backend)
-    start = time.perf_counter()
-    outputs = generate(model_dir, [p.messages for p in problems], config, backend=backend)
-    seconds = time.perf_counter() - start
+    groups: dict[tuple[int, int], list[tuple[str, list[Problem]]]] = {}
+    for benchmark in benchmarks:  # every benchmark loads (and fails on a bad name) before any generation
+        spec = get_benchmark(benchmark)
+        problems = load_problems(
+            benchmark, path=(paths or {}).get(benchmark), limit=settings.limit or None, seed=settings.seed
+        )
+        key = (settings.n or spec.n, settings.max_new_tokens or spec.max_new_tokens)
+        groups.setdefault(key, []).append((benchmark, problems))
 
+    summaries: dict[str, dict[str, Any]] = {}
+    for (n, max_new_tokens), members in groups.items():
+        config = GenerationConfig(
+            n=n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=max_new_tokens,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+        )
+        prompts = [p.messages for _, problems in members for p in problems]
+        start = time.perf_counter()
+        outputs = generate(model_dir, prompts, config, backend=backend)
+        seconds = time.perf_counter() - start
+        group_tokens = sum(s.new_tokens for samples in outputs for s in samples)
+        offset = 0
+        for benchmark, problems in members:
+            part = outputs[offset : offset + len(problems)]
+            offset += len(problems)
+            records = _score(problems, part)
+            new_tokens = sum(r["new_tokens"] for r in records)
+            summary = scoring.summarize(records)
+            summary.update(
+                benchmark=benchmark,
+                model=str(model_dir),
+                backend=backend,
+                settings={**asdict(settings), "n": n, "max_new_tokens": max_new_tokens},
+                generation_seconds=round(seconds * new_tokens / group_tokens, 1) if group_tokens else 0.0,
+                new_tokens_per_second=round(group_tokens / seconds, 1) if seconds else None,
+                generated_with=[b for b, _ in members],
+                reference=get_benchmark(benchmark).reference,
+            )
+            _write(out_dir, benchmark, label, records, summary)
+            summaries[benchmark] = summary
+    return summaries
+
+
+def _score(problems: list[Problem], outputs: list) -> list[dict[str, Any]]:
     records = []
     for problem, samples in zip(problems, outputs, strict=True):
         for index, sample in enumerate(samples):
@@ -92,6 +143,8 @@ def evaluate(
                 {
                     "problem_id": problem.id,
                     "sample_index": index,
+                    # The question as the model saw it (the last user turn), for reports and side-by-side views.
+                    "question": problem.messages[-1]["content"] if index == 0 else None,
                     "completion": sample.text,
                     "extracted": extracted,
                     "gold": problem.gold if problem.kind != "code" else None,
@@ -102,25 +155,16 @@ def evaluate(
                     "format_ok": scoring.format_ok(sample.text, require_boxed=problem.kind == "math"),
                 }
             )
-    summary = scoring.summarize(records)
-    new_tokens = sum(r["new_tokens"] for r in records)
-    summary.update(
-        benchmark=benchmark,
-        model=str(model_dir),
-        backend=backend,
-        settings={**asdict(settings), "n": n, "max_new_tokens": config.max_new_tokens},
-        generation_seconds=round(seconds, 1),
-        new_tokens_per_second=round(new_tokens / seconds, 1) if seconds else None,
-        reference=spec.reference,
-    )
-    label = label or model_label(model_dir)
+    return records
+
+
+def _write(out_dir: str | Path, benchmark: str, label: str, records: list[dict], summary: dict) -> None:
     folder = Path(out_dir) / benchmark
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / f"{label}.jsonl").open("w") as handle:
         for record in records:
             handle.write(json.dumps(record, default=str) + "\n")
     (folder / f"{label}.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
 
 
 def read_records(out_dir: str | Path, benchmark: str, label: str) -> list[dict]:
@@ -131,3 +175,54 @@ def read_records(out_dir: str | Path, benchmark: str, label: str) -> list[dict]:
 def read_summary(out_dir: str | Path, benchmark: str, label: str) -> dict[str, Any] | None:
     path = Path(out_dir) / benchmark / f"{label}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _checkpoint_tokens(checkpoint: Path) -> float | None:
+    """Training tokens seen up to a checkpoint: the last ``num_tokens`` in its trainer_state.json log."""
+    state = checkpoint / "trainer_state.json"
+    if not state.exists():
+        return None
+    history = json.loads(state.read_text()).get("log_history", [])
+    seen = [entry["num_tokens"] for entry in history if "num_tokens" in entry]
+    return float(seen[-1]) if seen else None
+
+
+def learning_curve(
+    run_dir: str | Path,
+    benchmark: str,
+    settings: EvalSettings,
+    problems: int,
+    base_model: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Held-out accuracy of every saved checkpoint (and of the base model, at 0 tokens), one sample each.
+
+    Each point is also written as ``eval/<benchmark>/curve-<step>.{jsonl,json}``, so a re-run reuses it. Returns
+    ``[{step, tokens, pass@1, pass@1_se, format, eos}]`` in training order.
+    """
+    from dataclasses import replace
+
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "eval"
+    curve_settings = replace(settings, n=1, limit=problems)
+    points: list[tuple[int, Path, float | None]] = []
+    if base_model is not None:
+        points.append((0, Path(base_model), 0.0))
+    checkpoints = sorted(
+        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    points += [(int(p.name.split("-")[-1]), p, _checkpoint_tokens(p)) for p in checkpoints]
+    rows = []
+    for step, model_dir, tokens in points:
+        label = f"curve-{step}"
+        summary = read_summary(out_dir, benchmark, label)
+        if summary is None or summary.get("settings", {}).get("limit") != problems:
+            summary = evaluate(model_dir, benchmark, out_dir, curve_settings, label=label)
+        rows.append(
+            {
+                "step": step,
+                "tokens": tokens,
+                **{k: summary[k] for k in ("pass@1", "pass@1_se", "format", "eos")},
+            }
+        )
+    return rows
