@@ -151,6 +151,10 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: st
     )
 
 
+# Bars of loading and saving files: seconds long, and never what a user waits on.
+_FILE_BARS = ("Loading weights", "Writing model shards", "Loading checkpoint")
+
+
 def _last_progress(log: Path) -> str:
     """The newest tqdm-style progress line of a log (``12/30 [01:02<01:30, 10.4s/it]``), or ''."""
     try:
@@ -160,13 +164,16 @@ def _last_progress(log: Path) -> str:
     except OSError:
         return ""
     bars = [
-        ln.strip() for ln in tail.replace("\r", "\n").splitlines() if "|" in ln and "/" in ln and "[" in ln
+        ln.strip()
+        for ln in tail.replace("\r", "\n").splitlines()
+        if "|" in ln and "/" in ln and "[" in ln and not ln.lstrip().startswith(_FILE_BARS)
     ]
     return bars[-1][-90:] if bars else ""
 
 
 class Heartbeat:
-    """While a notebook runs, print its elapsed time every ``every_s`` seconds, with training's progress bar.
+    """While a notebook runs, print its elapsed time every ``every_s`` seconds, with the newest progress bar of
+    the run's train.log (training steps, then the evaluation right after training).
 
     papermill shows nothing until a notebook ends; training alone takes minutes, so the runner says it is alive.
     """
@@ -185,9 +192,7 @@ class Heartbeat:
                 if self.log.exists() and self.log.stat().st_mtime > self._since
                 else ""
             )
-            self.echo(
-                f"  {self.name:<28} ...   {elapsed:6.0f} s" + (f"   training {progress}" if progress else "")
-            )
+            self.echo(f"  {self.name:<28} ...   {elapsed:6.0f} s" + (f"   {progress}" if progress else ""))
 
     def __enter__(self) -> Heartbeat:
         self._since = time.time()

@@ -44,10 +44,10 @@ def _cut(text: str, limit: int = _CUT) -> str:
 def _what_was_trained(recipe, metrics: dict[str, Any], run_dir: Path) -> list[str]:
     t = recipe.training
     lengths = _read_json(run_dir / "data" / "length_stats.json")
-    mixture = getattr(recipe.script, "dataset_mixture", None) or {}
-    sources = mixture.get("datasets", []) if isinstance(mixture, dict) else []
+    mixture = getattr(recipe.script, "dataset_mixture", None)
+    sources = list(getattr(mixture, "datasets", None) or [])
     if sources:
-        data = "; ".join(f"`{d.get('id')}` × {d.get('weight', 1.0)}" for d in sources)
+        data = "; ".join(f"`{d.id}` × {d.weight if d.weight is not None else 1.0}" for d in sources)
     else:
         data = f"`{recipe.script.dataset_name}`"
     train = metrics.get("train", {})
@@ -66,7 +66,11 @@ def _what_was_trained(recipe, metrics: dict[str, Any], run_dir: Path) -> list[st
             f"{recipe.global_batch_size()} = {per_device} per device × {recipe.num_processes} "
             f"processes × {t.gradient_accumulation_steps} accumulation",
         ],
-        ["learning rate", f"{t.learning_rate:g}, {t.lr_scheduler_type}, warmup {_fmt(t.warmup_steps)}"],
+        [
+            "learning rate",
+            f"{t.learning_rate:g}, {getattr(t.lr_scheduler_type, 'value', t.lr_scheduler_type)}, "
+            f"warmup {_fmt(t.warmup_steps)}",
+        ],
         ["precision", "bf16 autocast" if t.bf16 else "fp16" if t.fp16 else "fp32"],
     ]
     return ["## What was trained on what", "", *_table(["", ""], rows)]

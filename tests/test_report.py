@@ -65,6 +65,8 @@ def test_report_holds_every_section_from_the_run_folder(tiny_model_dir, smoke_da
     text = run_report.write_report(run_dir).read_text()
     assert text.startswith("# demo: distillation report")
     assert "| training rows / tokens | 32 / 4321 |" in text
+    assert "| data (id × share of its train split) | `cache/data/smoke` |" in text
+    assert "constant" in text and "SchedulerType" not in text
     assert "| time per optimizer step (s) | 2.5 |" in text  # 50 s / 20 steps
     assert "10.5 → 2.25" in text
     assert "| smoke | trained | 25.0 ± 12.5 | 0.94 | 1.00 | 8 × 2 |" in text
@@ -79,8 +81,10 @@ def test_report_holds_every_section_from_the_run_folder(tiny_model_dir, smoke_da
 
 def test_report_of_a_run_without_evaluation_says_so(tmp_path):
     run_dir = tmp_path / "bare"
-    save_recipe(load_recipe("parameters/smoke.yaml", overrides={"run_name": "bare"}), run_dir / "recipe.yaml")
+    recipe = load_recipe("parameters/cpu_demo.yaml", overrides={"run_name": "bare"}, check_files=False)
+    save_recipe(recipe, run_dir / "recipe.yaml")
     text = run_report.write_report(run_dir).read_text()
+    assert "`cache/data/gsm_symbolic` × 0.55; `cache/data/arithmetic` × 0.04" in text
     assert "notebook 04 did not finish" in text and "Not evaluated" in text
     assert "## Completions" not in text
 
