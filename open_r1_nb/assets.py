@@ -452,6 +452,7 @@ def build_smoke_data(seed: int = 42, n_train: int = 32, n_test: int = 8, force: 
     """``data/smoke/{train,test}.jsonl``: a few dozen short arithmetic traces for the CI smoke profile."""
     key = {
         "format": FORMAT_VERSION,
+        "traces": ARITHMETIC_FORMAT,
         "seed": seed,
         "n_train": n_train,
         "n_test": n_test,
@@ -973,7 +974,15 @@ def build_tiny_model(force: bool = False, seed: int = 0) -> Path:
     and its EOS is ``<|endoftext|>`` rather than the end of turn, so the smoke profile exercises the model
     step's ChatML fallback, EOS derivation and pad fix.
     """
-    key = {"format": FORMAT_VERSION, "seed": seed, "layers": 2, "hidden": 64, "heads": 4, "vocab": 1024}
+    key = {
+        "format": FORMAT_VERSION,
+        "traces": ARITHMETIC_FORMAT,  # the tokenizer is trained on the smoke traces
+        "seed": seed,
+        "layers": 2,
+        "hidden": 64,
+        "heads": 4,
+        "vocab": 1024,
+    }
 
     def make(tmp: Path) -> dict[str, Any]:
         import torch

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the benchmark's protocol value")
+    parser.add_argument("--top-k", type=int, default=0, help="0: no top-k cut (the protocol)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate a seeded subset of this many problems")
     parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "ctranslate2", "transformers"])
     parser.add_argument("--seed", type=int, default=0)
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         n=args.n,
         temperature=args.temperature,
         top_p=args.top_p,
+        top_k=args.top_k,
         max_new_tokens=args.max_new_tokens,
         limit=args.limit,
         backend=args.backend,

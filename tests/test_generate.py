@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ PROMPTS[2] = [
     {"role": "user", "content": "A longer one: 12 × 7?"},
 ]
 # In the varied model below, EOS wins wherever this token would have been the greedy choice.
-EOS_STANDS_IN_FOR = 428
+EOS_STANDS_IN_FOR = 268
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +196,15 @@ def test_vllm_backend_maps_outputs(tiny_model_dir, monkeypatch):
     p = seen["params"][3]
     assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (2, 0.6, 0.95, 9, 8)
     assert p.stop_token_ids == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_top_k_reaches_the_sampler(varied_model_dir, backend):
+    # Sampling among the single likeliest token is greedy decoding, whatever the temperature: proof that the cut
+    # is applied, not dropped on the way to the backend.
+    greedy = generate(varied_model_dir, PROMPTS, GenerationConfig(max_new_tokens=12), backend, progress=False)
+    config = GenerationConfig(n=1, temperature=1.5, top_p=1.0, top_k=1, max_new_tokens=12, seed=3)
+    sampled = generate(varied_model_dir, PROMPTS, config, backend, progress=False)
+    assert [s[0].text for s in sampled] == [g[0].text for g in greedy]
+    wide = generate(varied_model_dir, PROMPTS, replace(config, top_k=0), backend, progress=False)
+    assert [s[0].text for s in wide] != [g[0].text for g in greedy]  # without the cut, T=1.5 draws differ

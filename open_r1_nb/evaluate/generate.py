@@ -51,6 +51,7 @@ class GenerationConfig:
     n: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut (the protocol); k: sample among the k likeliest tokens, then top-p
     max_new_tokens: int = 512
     seed: int = 0
     batch_size: int = 32
@@ -234,8 +235,8 @@ def _run_transformers(
         num_return_sequences=n_draws,
         temperature=1.0 if config.greedy else config.temperature,
         top_p=1.0 if config.greedy else config.top_p,
-        # Sampling has no top-k cut, as in vLLM and CTranslate2; 50 is transformers' inert default for greedy.
-        top_k=50 if config.greedy else 0,
+        # Sampling has no top-k cut unless asked for, as in vLLM; 50 is transformers' inert default for greedy.
+        top_k=50 if config.greedy else config.top_k,
         repetition_penalty=1.0,
         no_repeat_ngram_size=0,
     )
@@ -391,7 +392,7 @@ def _run_ctranslate2(
     else:
         # topk=0 samples from the whole (top-p-truncated) distribution, as vLLM and the protocol do.
         sampling = {
-            "sampling_topk": 0,
+            "sampling_topk": config.top_k,
             "sampling_topp": config.top_p,
             "sampling_temperature": config.temperature,
             "num_hypotheses": n_draws,
@@ -502,6 +503,7 @@ def _vllm_worker(
             n=n_draws,
             temperature=0.0 if config.greedy else config.temperature,
             top_p=1.0 if config.greedy else config.top_p,
+            top_k=-1 if config.greedy or not config.top_k else config.top_k,
             max_tokens=config.max_new_tokens,
             seed=config.seed + index,
             # The template's end-of-turn token, even if the folder's generation_config names another EOS.

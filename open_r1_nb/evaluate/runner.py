@@ -25,6 +25,7 @@ class EvalSettings:
     n: int = 0
     temperature: float = 0.6
     top_p: float = 0.95
+    top_k: int = 0
     max_new_tokens: int = 0
     limit: int = 0
     backend: str = "auto"
@@ -103,6 +104,7 @@ def evaluate_many(
             n=n,
             temperature=settings.temperature,
             top_p=settings.top_p,
+            top_k=settings.top_k,
             max_new_tokens=max_new_tokens,
             seed=settings.seed,
             batch_size=settings.batch_size,
