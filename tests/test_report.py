@@ -84,7 +84,7 @@ def test_report_of_a_run_without_evaluation_says_so(tmp_path):
     recipe = load_recipe("parameters/cpu_demo.yaml", overrides={"run_name": "bare"}, check_files=False)
     save_recipe(recipe, run_dir / "recipe.yaml")
     text = run_report.write_report(run_dir).read_text()
-    assert "`cache/data/gsm_symbolic` × 0.85; `cache/data/arithmetic` × 0.04" in text
+    assert "`cache/data/gsm_symbolic` × 0.38; `cache/data/arithmetic` × 0.03" in text
     assert "notebook 04 did not finish" in text and "Not evaluated" in text
     assert "## Completions" not in text
 
