@@ -126,6 +126,19 @@ def _before_after(metrics: dict[str, Any], run_dir: Path) -> list[str]:
         "",
         *_table(["held-out split", "model", "pass@1 (%)", "format", "eos", "problems × samples"], rows),
     ]
+    gains = []
+    for bench, roles in results.items():
+        if "base" in roles and "trained" in roles:
+            b, t = roles["base"], roles["trained"]
+            two_se = 2 * (b["pass@1_se"] ** 2 + t["pass@1_se"] ** 2) ** 0.5
+            gain = t["pass@1"] - b["pass@1"]
+            verdict = "yes" if gain > two_se else "no"
+            gains.append([bench, f"{100 * gain:+.1f}", f"{100 * two_se:.1f}", verdict])
+    if gains:
+        lines += [
+            "",
+            *_table(["held-out split", "trained − base (pp)", "2 × combined SE (pp)", "gain > 2 SE"], gains),
+        ]
     if (run_dir / "eval_comparison.png").exists():
         lines += ["", "![before and after](eval_comparison.png)"]
     curve = metrics.get("learning_curve")

@@ -71,6 +71,7 @@ def test_report_holds_every_section_from_the_run_folder(tiny_model_dir, smoke_da
     assert "10.5 → 2.25" in text
     assert "| smoke | trained | 25.0 ± 12.5 | 0.94 | 1.00 | 8 × 2 |" in text
     assert "| smoke | base | 0.0 ± 12.5 | 0.00 | 1.00 | 8 × 2 |" in text
+    assert "| smoke | +25.0 | 35.4 | no |" in text  # 2 * sqrt(12.5² + 12.5²)
     # One completion per model for the problem, with its question, verdict and how it stopped.
     assert "> What is 3+4?" in text
     assert "**base**: wrong" in text and "cut at the length limit" in text
@@ -151,9 +152,11 @@ def test_learning_curve_evaluates_base_and_every_checkpoint_in_order(
         history = [{"step": s, "loss": 1.0, "num_tokens": tokens * s / step} for s in range(1, step + 1)]
         (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     (run_dir / "checkpoints" / "checkpoint-7.partial-x").mkdir()  # quarantined partial saves are not points
+    shutil.copytree(tiny_model_dir, run_dir / "model")
+    (run_dir / "metrics.json").write_text(json.dumps({"train": {"steps": 12, "real_tokens": 1800.0}}))
     settings = EvalSettings(temperature=0.0, max_new_tokens=4, backend="transformers")
     rows = learning_curve(run_dir, "smoke", settings, problems=2, base_model=tiny_model_dir)
-    assert [(r["step"], r["tokens"]) for r in rows] == [(0, 0.0), (2, 300.0), (10, 1500.0)]
+    assert [(r["step"], r["tokens"]) for r in rows] == [(0, 0.0), (2, 300.0), (10, 1500.0), (12, 1800.0)]
     assert all(0 <= r["pass@1"] <= 1 for r in rows)
     assert len(read_records(run_dir / "eval", "smoke", "curve-10")) == 2  # 2 problems, one sample each
     fig = report.plot_learning_curve(rows, "smoke", tmp_path / "curve.png")

@@ -196,7 +196,7 @@ def learning_curve(
     problems: int,
     base_model: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Held-out accuracy of every saved checkpoint (and of the base model, at 0 tokens), one sample each.
+    """Held-out accuracy of the base model (0 tokens), every saved checkpoint and the final model, one sample each.
 
     Each point is also written as ``eval/<benchmark>/curve-<step>.{jsonl,json}``, so a re-run reuses it. Returns
     ``[{step, tokens, pass@1, pass@1_se, format, eos}]`` in training order.
@@ -214,6 +214,13 @@ def learning_curve(
         key=lambda p: int(p.name.split("-")[-1]),
     )
     points += [(int(p.name.split("-")[-1]), p, _checkpoint_tokens(p)) for p in checkpoints]
+    # The final model closes the curve, at the run's step count and real-token total (metrics.json's train).
+    train = (
+        json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    ).get("train", {})
+    final = run_dir / "model"
+    if final.is_dir() and train.get("steps") and train["steps"] not in {step for step, _, _ in points}:
+        points.append((int(train["steps"]), final, train.get("real_tokens")))
     rows = []
     for step, model_dir, tokens in points:
         label = f"curve-{step}"
