@@ -14,7 +14,7 @@ marker; the ratio says what that costs (goal: at most 1.05).
 
 Per trainer it prints the seconds per optimizer step (train_runtime / steps, as the Trainer measures it; the first
 step's warm-up is in both), real tokens per second (tokens that are not padding), and the peak resident memory of
-the largest process. Then greedy CPU generation tokens/s on held-out prompts, per backend. A timing taken while
+the largest process. Then CPU generation tokens/s on held-out prompts, per backend, greedy and sampled. A timing taken while
 something else used the CPU is noise: the `others` column says how many cores everything else used meanwhile.
 """
 
@@ -53,7 +53,7 @@ _SHARED_SETTINGS = (
     "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
     "max_grad_norm", "optim", "bf16", "fp16", "use_cpu", "gradient_checkpointing", "ddp_find_unused_parameters",
     "seed", "eos_token", "packing", "padding_free", "assistant_only_loss", "completion_only_loss", "loss_type",
-    "use_liger_kernel", "dataloader_num_workers",
+    "use_liger_kernel", "dataloader_num_workers", "train_sampling_strategy",
 )  # fmt: skip
 
 
@@ -146,8 +146,13 @@ def run_trainer(name: str, cmd: list[str], env: dict, log: Path) -> dict:
     }
 
 
-def generation_rows(recipe, prompts: int, max_new_tokens: int, backends: list[str]) -> list[dict]:
-    """Greedy generation tokens/s of the base model on held-out prompts, per backend."""
+def generation_rows(
+    recipe, prompts: int, max_new_tokens: int, backends: list[str], samplings: list[str]
+) -> list[dict]:
+    """Generation tokens/s of the base model on held-out prompts, per backend and sampling.
+
+    A sampling is ``greedy`` or ``T/top_p/top_k`` (``0.6/0.95/0``: the protocol's; ``0.6/0.95/64``: with a cut).
+    """
     from open_r1_nb.evaluate.benchmarks import load_problems
     from open_r1_nb.evaluate.generate import GenerationConfig, ct2_model_dir, generate
     from open_r1_nb.paths import resolve_local
@@ -155,9 +160,15 @@ def generation_rows(recipe, prompts: int, max_new_tokens: int, backends: list[st
     model = str(resolve_local(recipe.model.model_name_or_path))
     bench = (recipe.training.benchmarks or ["arithmetic"])[0]
     messages = [p.messages for p in load_problems(bench, limit=prompts, seed=0)]
-    config = GenerationConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=64)
     rows = []
-    for backend in backends:
+    for backend, sampling in [(b, m) for b in backends for m in samplings]:
+        if sampling == "greedy":
+            config = GenerationConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=64)
+        else:
+            t, p, k = sampling.split("/")
+            config = GenerationConfig(
+                n=1, temperature=float(t), top_p=float(p), top_k=int(k), max_new_tokens=max_new_tokens
+            )
         if backend == "ctranslate2":
             ct2_model_dir(model)  # the one-off conversion is not timed
         with CpuWatch() as watch:
@@ -168,6 +179,7 @@ def generation_rows(recipe, prompts: int, max_new_tokens: int, backends: list[st
         rows.append(
             {
                 "backend": backend,
+                "sampling": sampling,
                 "prompts": len(messages),
                 "new tokens": tokens,
                 "seconds": round(seconds, 1),
@@ -203,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--backends", default="ctranslate2,transformers")
+    parser.add_argument(
+        "--samplings",
+        default="greedy,0.6/0.95/0,0.6/0.95/64",
+        help="greedy or T/top_p/top_k, comma-separated",
+    )
     parser.add_argument(
         "--out", default="", help="folder for the logs and the JSON (default: a temporary one)"
     )
@@ -274,8 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nstep-time ratio open_r1_nb.sft / trl sft: {ratio:.3f} (goal: at most 1.05)")
 
     if not args.skip_generation:
-        gen = generation_rows(recipe, args.prompts, args.max_new_tokens, args.backends.split(","))
-        print(f"\ngreedy generation, {args.prompts} held-out prompts, up to {args.max_new_tokens} new tokens")
+        gen = generation_rows(
+            recipe, args.prompts, args.max_new_tokens, args.backends.split(","), args.samplings.split(",")
+        )
+        print(f"\ngeneration, {args.prompts} held-out prompts, up to {args.max_new_tokens} new tokens")
         _print_table(gen)
         summary["generation"] = gen
     (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
