@@ -215,6 +215,8 @@ def test_training_log_frame_and_summary(tmp_path: Path) -> None:
     path = tmp_path / "train.log"
     path.write_text("# $ old\n" + TRAINER_LINES[0] + "\n# $ new\n" + "\n".join(TRAINER_LINES[1:3]) + "\n")
     assert len(TrainingLog.from_file(path).records) == 2  # only the last launch
+    # Re-read with the recipe's logging_steps (notebook 04 does): the steps are optimizer steps, not log lines.
+    assert list(TrainingLog.from_file(path, logging_steps=5).to_frame()["step"])[-1] >= 5
 
 
 # ------------------------------------------------------------------------------------------------ running
