@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.env import usable_cores
 from open_r1_nb.paths import cache_dir
 
 ASSET_MARKER = "open_r1_nb_asset.json"
@@ -588,11 +589,6 @@ class _GsmWorker:
         self.conn.close()
 
 
-def _usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _variant_signature(problem: str, answer: str) -> tuple[str, ...]:
     """The numbers in a problem and its answer: variants that differ only in names count as one problem."""
     return (*re.findall(r"\d+(?:[.,/]\d+)*", problem), answer)
@@ -670,7 +666,7 @@ def build_gsm_symbolic(
             finally:
                 worker.close()
 
-        n_workers = max(1, min(workers or _usable_cores(), len(templates)))
+        n_workers = max(1, min(workers or usable_cores(), len(templates)))
         with ThreadPoolExecutor(n_workers) as pool:
             for future in [pool.submit(work) for _ in range(n_workers)]:
                 future.result()  # re-raises a worker that failed to start

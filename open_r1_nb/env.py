@@ -11,6 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 CORE_PACKAGES = (
     "torch",
     "transformers",

@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmark_generation import CpuWatch  # noqa: E402  (scripts/ is on sys.path when run)
+
 from open_r1_nb import launch  # noqa: E402
 from open_r1_nb.config import load_recipe, parse_overrides, save_recipe  # noqa: E402
 from open_r1_nb.launch import parse_log_line  # noqa: E402
@@ -55,36 +57,6 @@ _SHARED_SETTINGS = (
     "seed", "eos_token", "packing", "padding_free", "assistant_only_loss", "completion_only_loss", "loss_type",
     "use_liger_kernel", "dataloader_num_workers", "train_sampling_strategy",
 )  # fmt: skip
-
-
-class CpuWatch:
-    """Cores used by this process tree and by everything else during a block (Linux /proc)."""
-
-    def __enter__(self):
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _busy_ticks(), _own_ticks()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.t0
-        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        own = (_own_ticks() - self.own0) / hz / wall if wall else 0.0
-        busy = (_busy_ticks() - self.busy0) / hz / wall if wall else 0.0
-        self.own, self.others = round(own, 2), round(max(busy - own, 0.0), 2)
-
-
-def _busy_ticks() -> int:
-    try:
-        parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0
-    return sum(parts) - parts[3] - (parts[4] if len(parts) > 4 else 0)  # minus idle and iowait
-
-
-def _own_ticks() -> int:
-    """CPU ticks of this process and its waited-for children (the trainers' processes once they exit)."""
-    t = os.times()
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    return int((t.user + t.system + t.children_user + t.children_system) * hz)
 
 
 def training_rows(recipe, folder: Path) -> int:
@@ -141,7 +113,7 @@ def run_trainer(name: str, cmd: list[str], env: dict, log: Path) -> dict:
         "real tokens/s": round(tokens / runtime, 1) if tokens and runtime else None,
         "padding share": padding,
         "peak MiB": round(int(peak.group(1)) / 1024) if peak else None,
-        "others (cores)": watch.others,
+        "others (cores)": round(watch.other_cores, 2),
         "log": str(log.relative_to(REPO_ROOT) if log.is_relative_to(REPO_ROOT) else log),
     }
 
@@ -184,7 +156,7 @@ def generation_rows(
                 "new tokens": tokens,
                 "seconds": round(seconds, 1),
                 "tokens/s": round(tokens / seconds, 1),
-                "others (cores)": watch.others,
+                "others (cores)": round(watch.other_cores, 2),
             }
         )
     return rows

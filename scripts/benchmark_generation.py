@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from open_r1_nb.env import usable_cores  # noqa: E402
 from open_r1_nb.evaluate.generate import GenerationConfig, Sample, ct2_model_dir, generate  # noqa: E402
 from open_r1_nb.paths import cache_dir, resolve_local  # noqa: E402
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = resolve_local(args.model) or Path(args.model)
     prompts = load_prompts(Path(args.data), args.prompts)
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = usable_cores()
     print(
         f"model {model}\n{len(prompts)} prompts from {args.data}, greedy, max_new_tokens={args.max_new_tokens}\n"
         f"{platform.processor() or platform.machine()}, {threads} cores, "

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.env import usable_cores
 from open_r1_nb.launch import cuda_available
 from open_r1_nb.paths import cache_dir
 
@@ -190,13 +191,6 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled)
 
 
-def _cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # --- transformers: the reference -----------------------------------------------------------------------------
 
 
@@ -349,7 +343,7 @@ def ct2_generator(
     import ctranslate2
 
     ctranslate2.set_random_seed(seed)
-    threads = threads or _cpu_threads()
+    threads = threads or usable_cores()
     inter_threads = inter_threads or default_inter_threads(threads)
     return ctranslate2.Generator(
         str(ct2_model_dir(model_dir)),
@@ -383,7 +377,7 @@ def _run_ctranslate2(
     if inter_threads is None:
         # Each worker thread has its own random stream and batches go to whichever worker is free, so sampling
         # is repeatable only with one worker; greedy decoding draws nothing and takes the faster layout.
-        inter_threads = default_inter_threads(threads or _cpu_threads()) if config.greedy else 1
+        inter_threads = default_inter_threads(threads or usable_cores()) if config.greedy else 1
     generator = ct2_generator(model_dir, compute_type, threads, config.seed, inter_threads)
     eos_id = tokenizer.eos_token_id
     n_draws = 1 if config.greedy else config.n
