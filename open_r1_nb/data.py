@@ -293,6 +293,32 @@ def validate_dataset(dataset, column: str = "messages", max_listed: int = 10) ->
     return checked
 
 
+def to_prompt_completion(dataset, column: str = "messages"):
+    """Split each conversation into ``prompt`` (every turn before the last) and ``completion`` (the final
+    assistant turn), the conversational prompt-completion form TRL masks with ``completion_only_loss``.
+
+    The trainer then renders ``prompt`` with the generation prompt, as at inference, and computes the loss on the
+    completion alone: the reasoning, the answer and the end-of-turn token, not the question. ``dataset`` is a
+    ``Dataset`` or ``DatasetDict``; rows must have passed ``validate_dataset`` (they end with an assistant turn).
+    """
+    if hasattr(dataset, "keys"):
+        import datasets
+
+        return datasets.DatasetDict({name: to_prompt_completion(ds, column) for name, ds in dataset.items()})
+    if column not in dataset.column_names:
+        raise DatasetValidationError(
+            f"completion_only_loss needs a {column!r} column to split into prompt and completion; the rows have "
+            f"{dataset.column_names}. Fix: select {column!r} in dataset_mixture columns, or set "
+            "completion_only_loss: false.",
+            [],
+        )
+    return dataset.map(
+        lambda row: {"prompt": row[column][:-1], "completion": row[column][-1:]},
+        remove_columns=[column],
+        desc="Splitting prompt and completion",
+    )
+
+
 # ------------------------------------------------------------------------------------ token statistics
 
 

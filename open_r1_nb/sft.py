@@ -238,7 +238,7 @@ def train(recipe) -> Path:
     """Run SFT for a loaded recipe; return the folder of the final model."""
     from transformers import set_seed
 
-    from open_r1_nb.data import get_dataset, prepare_for_training, validate_dataset
+    from open_r1_nb.data import get_dataset, prepare_for_training, to_prompt_completion, validate_dataset
     from open_r1_nb.model import get_model, get_tokenizer
 
     script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
@@ -264,6 +264,12 @@ def train(recipe) -> Path:
     tokenizer = get_tokenizer(model_args, training_args, notes=notes)
     # Over-length rows and contamination are counted, and handled as the recipe says, never silently.
     dataset, data_notes = prepare_for_training(dataset, tokenizer, recipe)
+    train_split = script_args.dataset_train_split or "train"
+    if training_args.completion_only_loss and "prompt" not in dataset[train_split].column_names:
+        # Upstream TRL takes completion_only_loss from prompt-completion rows only; conversations are split here
+        # so the loss falls on the assistant's answer (the question is context, not a target).
+        dataset = to_prompt_completion(dataset)
+        data_notes.append("loss on the completion only: each conversation split into prompt and completion")
     if training_args.process_index == 0:
         for note in data_notes:
             logger.info("data: %s", note)
@@ -273,7 +279,6 @@ def train(recipe) -> Path:
 
     from trl import get_peft_config
 
-    train_split = script_args.dataset_train_split or "train"
     eval_split = script_args.dataset_test_split or "test"
     trainer = ThroughputSFTTrainer(
         model=model,

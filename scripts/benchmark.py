@@ -63,11 +63,15 @@ def training_rows(recipe, folder: Path) -> int:
     """Write the profile's training mixture, as notebook 02 builds it, to ``folder/train.jsonl``."""
     from open_r1_nb import data
 
-    dataset = data.get_dataset(recipe.script)["train"]
+    dataset = data.get_dataset(recipe.script)["train"].select_columns(["messages"])
+    if recipe.training.completion_only_loss:
+        # Written as prompt-completion rows so that `trl sft` masks the prompt too (it takes
+        # completion_only_loss from that form only; the project's entry point splits conversations itself).
+        dataset = data.to_prompt_completion(dataset)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "train.jsonl").open("w") as handle:
         for row in dataset:
-            handle.write(json.dumps({"messages": row["messages"]}) + "\n")
+            handle.write(json.dumps(row) + "\n")
     return len(dataset)
 
 

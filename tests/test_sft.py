@@ -100,3 +100,54 @@ def test_cpu_full_logits_loss_equals_trls_fused_head_loss(tiny_model_dir, smoke_
     assert abs(metrics["mean_token_accuracy"][0] - metrics["mean_token_accuracy"][1]) < 1e-6
     # Both paths counted the batch's real tokens once each.
     assert metrics["num_tokens"] == [2 * int(batch["attention_mask"].sum())]
+
+
+def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, smoke_data_dir, tmp_path):
+    import json
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    from open_r1_nb.data import to_prompt_completion
+    from open_r1_nb.model import prepare_tokenizer
+    from open_r1_nb.sft import ThroughputSFTTrainer
+
+    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:4]]
+    split = to_prompt_completion(Dataset.from_list([{"messages": r["messages"]} for r in rows]))
+    assert split.column_names == ["prompt", "completion"]
+    assert split[0]["prompt"] == rows[0]["messages"][:-1]
+    assert split[0]["completion"] == rows[0]["messages"][-1:]
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prepare_tokenizer(tokenizer)
+    args = SFTConfig(
+        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, report_to="none",
+        gradient_checkpointing=False, bf16=False, max_length=1024, completion_only_loss=True,
+    )  # fmt: skip
+    trainer = ThroughputSFTTrainer(
+        model=str(tiny_model_dir), args=args, train_dataset=split, processing_class=tokenizer
+    )
+    for row, features in zip(rows, trainer.train_dataset, strict=True):
+        ids, labels = features["input_ids"], features["labels"]
+        prompt_ids = tokenizer.apply_chat_template(
+            row["messages"][:-1], add_generation_prompt=True, tokenize=True
+        )
+        prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
+        cut = len(prompt_ids)
+        assert ids[:cut] == list(prompt_ids)
+        assert all(t == -100 for t in labels[:cut])  # no loss on the question
+        trained = [t for t in labels[cut:] if t != -100]
+        assert trained == ids[cut:]  # the whole answer, to its end
+        assert tokenizer.eos_token_id in trained  # the model learns to stop
+        assert row["messages"][-1]["content"].strip() in tokenizer.decode(trained)
+
+
+def test_completion_only_loss_needs_the_messages_column():
+    import pytest
+    from datasets import Dataset
+
+    from open_r1_nb.data import DatasetValidationError, to_prompt_completion
+
+    with pytest.raises(DatasetValidationError, match="completion_only_loss: false"):
+        to_prompt_completion(Dataset.from_list([{"text": "a"}]))
