@@ -142,6 +142,27 @@ def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, s
         assert tokenizer.eos_token_id in trained  # the model learns to stop
         assert row["messages"][-1]["content"].strip() in tokenizer.decode(trained)
 
+    # The CPU loss (LM head on the labelled positions only) is TRL's loss on the masked batch.
+    import torch
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert sft._head_on_labelled_positions(trainer.model)
+    model = trainer.model.train()
+    items = (batch["labels"][:, 1:] != -100).sum()
+    assert 0 < items < (batch["attention_mask"][:, 1:] == 1).sum()  # the prompt is masked
+    grads = []
+    for fast in (True, False):
+        trainer._full_logits_loss = fast
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (ours, ours_grads), (trls, trls_grads) = grads
+    torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-5)
+    assert len(ours_grads) == len(trls_grads) == len([p for p in model.parameters() if p.requires_grad])
+    for a, b in zip(ours_grads, trls_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
 
 def test_completion_only_loss_needs_the_messages_column():
     import pytest
