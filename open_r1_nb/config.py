@@ -516,6 +516,14 @@ class PipelineArguments:
             "sorting the whole vocabulary for top-p is a quarter of a CPU decoding step."
         },
     )
+    eval_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "Sequences (problems x samples) decoded together. On a 2-core CPU, CTranslate2 decoding a "
+            "small model costs about as much per step for 60 sequences as for 30: one batch of 64 took 80 s where "
+            "two of 32 took 98-110 s (docs/performance.md)."
+        },
+    )
     eval_backend: str = field(
         default="auto",
         metadata={
@@ -542,6 +550,7 @@ class PipelineArguments:
             "top_p": self.eval_top_p,
             "top_k": self.eval_top_k,
             "backend": self.eval_backend,
+            "batch_size": self.eval_batch_size,
         }
 
 
@@ -1642,6 +1651,14 @@ def _check_benchmarks(recipe: Recipe, where: str) -> None:
             raise _error(
                 key, getattr(recipe.pipeline, key), "is negative", "use 0 (the default) or more", where
             )
+    if recipe.pipeline.eval_batch_size < 1:
+        raise _error(
+            "eval_batch_size",
+            recipe.pipeline.eval_batch_size,
+            "is not positive",
+            "use 1 or more (default 32)",
+            where,
+        )
     if recipe.pipeline.learning_curve:
         t = recipe.training
         if not t.benchmarks:

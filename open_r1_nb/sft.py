@@ -85,29 +85,13 @@ class CheckpointCompleteCallback(TrainerCallback):
 # -------------------------------------------------------------------------------------------- trainer
 
 
-def _head_on_labelled_positions(model) -> bool:
-    """Whether the loss may run the decoder and then the LM head on the labelled positions alone: a plain causal
-    LM (not wrapped by DDP, whose forward must run for gradient sync) whose logits are the head's output as is
-    (no soft-capping or scaling, which only the model's own forward applies)."""
-    config = getattr(model, "config", None)
-    return (
-        not hasattr(model, "module")
-        and callable(getattr(model, "get_decoder", None))
-        and callable(getattr(model, "get_output_embeddings", None))
-        and model.get_output_embeddings() is not None
-        and getattr(config, "final_logit_softcapping", None) is None
-        and getattr(config, "logit_scale", None) is None
-        and not getattr(config, "output_router_logits", False)  # MoE auxiliary loss comes from the forward
-    )
-
-
 class ThroughputSFTTrainer(SFTTrainer):
     """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding.
 
-    On a CPU it computes the loss with one LM-head matmul over the labelled positions (all of them under DDP)
-    instead of TRL's fused, tiled LM head, which exists to save GPU memory and has no CPU kernel: measured on 2
-    cores with SmolLM2-135M, a step took 1.5x as long with it (docs/performance.md). The loss is the same
-    token-averaged cross-entropy, and the metrics TRL logs (entropy, mean_token_accuracy, num_tokens) are kept.
+    On a CPU it computes the loss from the full logits in one LM-head matmul instead of TRL's fused, tiled LM head,
+    which exists to save GPU memory and has no CPU kernel: measured on 2 cores with SmolLM2-135M, a step took 1.5x
+    as long with it (docs/performance.md). The loss is the same token-averaged cross-entropy, and the metrics TRL
+    logs (entropy, mean_token_accuracy, num_tokens) are kept.
     """
 
     def __init__(self, *args, **kwargs):
@@ -117,7 +101,7 @@ class ThroughputSFTTrainer(SFTTrainer):
         self._full_logits_loss = self.args.device.type == "cpu"
         if self._full_logits_loss:
             logger.info(
-                "loss: the LM head on the labelled positions in one matmul (CPU); TRL's fused LM head is for GPU memory"
+                "loss: full logits in one LM-head matmul (CPU); TRL's fused LM head is for GPU memory"
             )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -125,25 +109,14 @@ class ThroughputSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # The model's own causal-LM loss: shifted labels, -100 ignored, summed and divided by the batch's label
         # count (num_items_in_batch, which spans gradient accumulation and ranks), in fp32 from the logits.
-        labels = inputs["labels"][:, 1:]
-        mask = labels != -100
-        if _head_on_labelled_positions(model):
-            # The LM head and the cross-entropy only where a label is: with completion_only_loss the prompt's
-            # positions (about half of a word-problem row) need hidden states, not 49k-way logits.
-            body = {key: value for key, value in inputs.items() if key != "labels"}
-            hidden = model.get_decoder()(**body, use_cache=False).last_hidden_state
-            picked = model.get_output_embeddings()(hidden[:, :-1][mask])
-            loss = torch.nn.functional.cross_entropy(picked.float(), labels[mask], reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
-            loss = loss / count
-        else:
-            outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-            loss = outputs.loss
-            picked = outputs.logits[:, :-1][mask]
+        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+        loss = outputs.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks, as in TRL
         with torch.no_grad():
-            picked = picked.detach()
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            picked = outputs.logits[:, :-1][mask]
             # Entropy over the whole vocabulary on a spread subsample of at most 256 positions: a full pass over
             # (labelled tokens x 49k) fp32 values costs ~5% of a CPU step for a logged statistic.
             every = max(1, picked.shape[0] // 256)

@@ -112,6 +112,7 @@ BAD_RECIPES = [
     ("accelerate config absent", {"accelerate_config": "zero4"}, "accelerate_config", "'zero4'", "zero3"),
     ("overlong policy unknown", {"overlong_policy": "cut"}, "overlong_policy", "'cut'", "truncate, drop"),
     ("n-gram size negative", {"decontamination_ngram": -1}, "decontamination_ngram", "-1", "8"),
+    ("evaluation batch of zero", {"eval_batch_size": 0}, "eval_batch_size", "0", "1 or more"),
     (
         "decontaminate without evaluation data",
         {"decontaminate": True},

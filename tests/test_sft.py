@@ -142,11 +142,10 @@ def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, s
         assert tokenizer.eos_token_id in trained  # the model learns to stop
         assert row["messages"][-1]["content"].strip() in tokenizer.decode(trained)
 
-    # The CPU loss (LM head on the labelled positions only) is TRL's loss on the masked batch.
+    # The CPU loss (full logits) is TRL's loss on the masked batch, with the same gradients.
     import torch
 
     batch = next(iter(trainer.get_train_dataloader()))
-    assert sft._head_on_labelled_positions(trainer.model)
     model = trainer.model.train()
     items = (batch["labels"][:, 1:] != -100).sum()
     assert 0 < items < (batch["attention_mask"][:, 1:] == 1).sum()  # the prompt is masked
