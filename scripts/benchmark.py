@@ -143,8 +143,9 @@ def generation_rows(
         else:
             t, p, k = sampling.split("/")
             config = GenerationConfig(
-                n=1, temperature=float(t), top_p=float(p), top_k=int(k), max_new_tokens=max_new_tokens
-            )
+                n=1, temperature=float(t), top_p=float(p), top_k=int(k), max_new_tokens=max_new_tokens,
+                batch_size=recipe.pipeline.eval_batch_size,  # as the profile's evaluation decodes
+            )  # fmt: skip
         if backend == "ctranslate2":
             ct2_model_dir(model)  # the one-off conversion is not timed
         with CpuWatch() as watch:
