@@ -59,20 +59,26 @@ _SHARED_SETTINGS = (
 )  # fmt: skip
 
 
-def training_rows(recipe, folder: Path) -> int:
-    """Write the profile's training mixture, as notebook 02 builds it, to ``folder/train.jsonl``."""
+def training_rows(recipe, folder: Path) -> tuple[int, Path]:
+    """Write the profile's training mixture, as notebook 02 builds it, to ``folder/messages/train.jsonl``; return
+    the number of rows and the folder `trl sft` reads.
+
+    With ``completion_only_loss`` the same rows also go to ``folder/prompt_completion/`` for `trl sft`, which
+    masks the prompt only on prompt-completion rows; the project's entry point reads the conversations and splits
+    them itself, so both trainers put the loss on the same tokens.
+    """
     from open_r1_nb import data
 
     dataset = data.get_dataset(recipe.script)["train"].select_columns(["messages"])
+    variants = {"messages": dataset}
     if recipe.training.completion_only_loss:
-        # Written as prompt-completion rows so that `trl sft` masks the prompt too (it takes
-        # completion_only_loss from that form only; the project's entry point splits conversations itself).
-        dataset = data.to_prompt_completion(dataset)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "train.jsonl").open("w") as handle:
-        for row in dataset:
-            handle.write(json.dumps(row) + "\n")
-    return len(dataset)
+        variants["prompt_completion"] = data.to_prompt_completion(dataset)
+    for name, rows in variants.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        with (folder / name / "train.jsonl").open("w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    return len(dataset), folder / list(variants)[-1]
 
 
 def trl_flags(recipe) -> list[str]:
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="open_r1_nb_benchmark_")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows_dir = out / "data"
-    n_rows = training_rows(recipe, rows_dir)
+    n_rows, trl_rows_dir = training_rows(recipe, rows_dir)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; profile {args.profile}; "
         f"{n_rows} training rows -> {rows_dir}; {args.steps} steps; {processes} processes; output {out}"
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         args.profile,
         overrides={
             **overrides,
-            "dataset_name": str(rows_dir),
+            "dataset_name": str(rows_dir / "messages"),
             "dataset_mixture": None,
             "max_steps": args.steps,
             "save_strategy": "no",
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         "--accelerate_config", str(launch.accelerate_config_path(config)),
         "--num_processes", str(processes),
         "--main_process_port", str(launch.free_port()),
-        "--dataset_name", str(rows_dir),
+        "--dataset_name", str(trl_rows_dir),
         "--output_dir", str(out / "trl"),
         "--max_steps", str(args.steps),
         "--save_strategy", "no",
