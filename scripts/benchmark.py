@@ -6,8 +6,8 @@
     python scripts/benchmark.py --skip-trl --skip-generation --set bf16=false \
         --set accelerate_config=cpu_2proc --set num_processes=2 --set per_device_train_batch_size=4   # a layout
 
-Both trainers get the same model, the same training rows (the profile's mixture, written once to a JSONL folder
-that both read), the same SFTConfig values and the same accelerate launch (config file, number of processes,
+Both trainers get the same model, the same training rows (the profile's mixture, written once as JSONL; under
+`completion_only_loss` also as prompt-completion rows for `trl sft`), the same SFTConfig values and the same accelerate launch (config file, number of processes,
 environment); nothing is saved and nothing is evaluated, so the comparison is the training loop alone. The
 project's entry point (`python -m open_r1_nb.sft`) adds real-token and padding logging and the checkpoint
 marker; the ratio says what that costs (goal: at most 1.05).
@@ -71,14 +71,16 @@ def training_rows(recipe, folder: Path) -> tuple[int, Path]:
 
     dataset = data.get_dataset(recipe.script)["train"].select_columns(["messages"])
     variants = {"messages": dataset}
+    trl_reads = "messages"
     if recipe.training.completion_only_loss:
-        variants["prompt_completion"] = data.to_prompt_completion(dataset)
+        trl_reads = "prompt_completion"
+        variants[trl_reads] = data.to_prompt_completion(dataset)
     for name, rows in variants.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
         with (folder / name / "train.jsonl").open("w") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
-    return len(dataset), folder / list(variants)[-1]
+    return len(dataset), folder / trl_reads
 
 
 def trl_flags(recipe) -> list[str]:

@@ -61,6 +61,19 @@ def test_generation_config_stops_at_the_tokenizers_eos(tiny_model_dir):
     assert model.config.use_cache is True
 
 
+def _loss_ours_then_trls(trainer, batch, items):
+    """The batch's loss and gradients through the CPU full-logits path, then through TRL's own compute_loss."""
+    model = trainer.model.train()
+    results = []
+    for ours in (True, False):
+        trainer._full_logits_loss = ours
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    return results
+
+
 def test_cpu_full_logits_loss_equals_trls_fused_head_loss(tiny_model_dir, smoke_data_dir, tmp_path):
     import json
 
@@ -88,11 +101,8 @@ def test_cpu_full_logits_loss_equals_trls_fused_head_loss(tiny_model_dir, smoke_
     assert trainer._full_logits_loss
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["attention_mask"] == 0).any()  # padded: the masks matter
-    model = trainer.model.train()
     items = (batch["labels"][:, 1:] != -100).sum()
-    ours = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
-    trainer._full_logits_loss = False
-    trls = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+    (ours, _), (trls, _) = _loss_ours_then_trls(trainer, batch, items)
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-5)
     metrics = trainer._metrics["train"]
     assert len(metrics["entropy"]) == 2 and len(metrics["mean_token_accuracy"]) == 2
@@ -146,19 +156,12 @@ def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, s
     import torch
 
     batch = next(iter(trainer.get_train_dataloader()))
-    model = trainer.model.train()
     items = (batch["labels"][:, 1:] != -100).sum()
     assert 0 < items < (batch["attention_mask"][:, 1:] == 1).sum()  # the prompt is masked
-    grads = []
-    for fast in (True, False):
-        trainer._full_logits_loss = fast
-        model.zero_grad()
-        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
-        loss.backward()
-        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-    (ours, ours_grads), (trls, trls_grads) = grads
+    (ours, ours_grads), (trls, trls_grads) = _loss_ours_then_trls(trainer, batch, items)
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-5)
-    assert len(ours_grads) == len(trls_grads) == len([p for p in model.parameters() if p.requires_grad])
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert len(ours_grads) == len(trls_grads) == len(trainable)
     for a, b in zip(ours_grads, trls_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
