@@ -63,6 +63,8 @@ __all__ = [
     "accelerate_config_path",
     "available_accelerate_configs",
     "available_profiles",
+    "default_accelerate_config",
+    "gpu_count",
     "load_recipe",
     "local_path",
     "parse_overrides",
@@ -1224,7 +1226,8 @@ def _check_required(kwargs: dict[str, dict[str, Any]], where: str) -> None:
             "run_name",
             run_name,
             "is missing or not a folder name: it names the run folder runs/<run_name>/",
-            "add run_name: <letters, digits, . _ ->, e.g. run_name: my_first_run",
+            "add run_name: <letters, digits, . _ ->, e.g. run_name: my_first_run (without it the loader takes "
+            "the basename of hub_model_id or output_dir, else the recipe's file name)",
             where,
         )
     has_name, has_mixture = script.get("dataset_name") is not None, script.get("dataset_mixture") is not None
@@ -1316,6 +1319,80 @@ def _check_data_preparation(pipeline: dict[str, Any], where: str) -> None:
         )
 
 
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA); what :func:`default_accelerate_config` reads."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_accelerate_config(gpus: int, num_processes: int | None = None) -> tuple[str, str]:
+    """The accelerate config (a name in ``parameters/accelerate/``) that ``gpus`` GPUs imply, and why, in words.
+
+    open-r1 launches its SFT recipes with ZeRO-3 on a node of several GPUs; one GPU needs no sharding; without a GPU
+    the CPU configs apply, one process (``cpu_1proc``) unless the recipe asks for more (``cpu_2proc``).
+    """
+    if gpus >= 2:
+        return "zero3", f"{gpus} GPUs here: DeepSpeed ZeRO-3, as open-r1 launches its SFT recipes"
+    if gpus == 1:
+        return "single_gpu", "one GPU here: one process, no sharding"
+    if num_processes is not None and num_processes >= 2:
+        return "cpu_2proc", f"no GPU here and num_processes: {num_processes}: CPU ranks (gloo)"
+    return "cpu_1proc", "no GPU here: one CPU process using every core"
+
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _default_run_name(data: dict[str, Any], path: Path | None) -> tuple[str, str] | None:
+    """open-r1 recipes have no run_name: take the basename of hub_model_id, else of output_dir, else the file
+    name, as a folder name. None when the recipe offers none of them (a dict without either key)."""
+    for key in ("hub_model_id", "output_dir"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip().strip("/"):
+            base = value.strip().rstrip("/").rsplit("/", 1)[-1]
+            name = _UNSAFE_NAME_CHARS.sub("_", base).lstrip("._-")
+            if name:
+                return name, f"from {key} {value!r}"
+    if path is not None:
+        name = _UNSAFE_NAME_CHARS.sub("_", path.stem).lstrip("._-")
+        if name:
+            return name, f"from the file name {path.name!r}"
+    return None
+
+
+def _fill_launch_defaults(
+    data: dict[str, Any], path: Path | None, notes: list[str], gpus: int | None
+) -> None:
+    """Give ``run_name`` and ``accelerate_config`` their defaults when the recipe leaves them out, with a note
+    each, so that open-r1's recipes (which have neither) load as they are."""
+    if data.get("run_name") in (None, ""):
+        found = _default_run_name(data, path)
+        if found is not None:
+            data["run_name"], origin = found
+            notes.append(
+                f"`run_name` not set: {data['run_name']!r}, {origin} (it names the run folder "
+                f"runs/{data['run_name']}/)."
+            )
+    if data.get("accelerate_config") in (None, ""):
+        gpus = gpu_count() if gpus is None else gpus
+        processes = _coerce_number(data.get("num_processes"))
+        name, why = default_accelerate_config(gpus, processes if isinstance(processes, int) else None)
+        data["accelerate_config"] = name
+        notes.append(
+            f"`accelerate_config` not set: {name!r} ({why}); set accelerate_config to choose another "
+            f"({', '.join(available_accelerate_configs())})."
+        )
+        if (
+            name == "zero3"
+            and processes is None
+            and gpus != int(read_accelerate_config(name)["num_processes"])
+        ):
+            # zero3.yaml is sized for 8 GPUs; a node with another number launches one process per GPU.
+            data["num_processes"] = gpus
+            notes.append(f"`num_processes` not set: {gpus}, one process per GPU.")
+
+
 def _check_launch(kwargs: dict[str, dict[str, Any]], notes: list[str], where: str) -> None:
     pipeline, training = kwargs["pipeline"], kwargs["training"]
     name = pipeline.get("accelerate_config")
@@ -1349,7 +1426,13 @@ def _check_launch(kwargs: dict[str, dict[str, Any]], notes: list[str], where: st
             "use num_processes: 2 or more, or a single-process config (single_gpu, cpu_1proc)",
             where,
         )
-    if acc.get("use_cpu") and not training.get("use_cpu", False):
+    if acc.get("use_cpu") and not training.get("use_cpu", False) and n == 1:
+        # One process has no peers to disagree with: it trains on the device torch finds.
+        notes.append(
+            f"accelerate config {name!r} is a CPU config and the recipe does not set use_cpu: true: its one process "
+            "trains on the device torch finds (a GPU where there is one). Add use_cpu: true to keep it on the CPU."
+        )
+    if acc.get("use_cpu") and not training.get("use_cpu", False) and n > 1:
         raise _error(
             "use_cpu",
             training.get("use_cpu", False),
@@ -1568,6 +1651,7 @@ def load_recipe(
     check_files: bool = True,
     *,
     setup_devices: bool = False,
+    gpu_count: int | None = None,
 ) -> Recipe:
     """Read, map, check and build a recipe.
 
@@ -1576,6 +1660,10 @@ def load_recipe(
     folder must exist and its tokenizer load and contain ``eos_token``; local chat templates and dataset folders
     must exist. Hub ids are not checked. ``setup_devices=True`` (the training process) runs
     ``TrainingArguments``' hardware checks and device setup; the default defers them (see the module docstring).
+
+    open-r1's recipes name neither a run nor a launcher: a missing ``run_name`` is taken from ``hub_model_id``,
+    ``output_dir`` or the file name, and a missing ``accelerate_config`` from the hardware
+    (:func:`default_accelerate_config`; ``gpu_count`` stands in for the GPUs this machine has), each with a note.
     """
     raw, path, header = _read_source(source)
     where = f"recipe {path}" if path else "recipe"
@@ -1587,6 +1675,7 @@ def load_recipe(
         for key, value in changed.items():
             before[key] = data.get(key, "(not set)")
             data[key] = value
+    _fill_launch_defaults(data, path, notes, gpu_count)
     kwargs = _resolve_sections(data, where)
     for key, old in before.items():
         new = next(kw[key] for kw in kwargs.values() if key in kw)

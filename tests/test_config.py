@@ -322,10 +322,121 @@ def test_accelerate_config_not_found_lists_the_names():
     assert_names(exc, "accelerate_config", "'zero4'", "zero3", "cpu_2proc")
 
 
-def test_accelerate_config_missing():
-    with pytest.raises(RecipeError) as exc:
-        load_recipe(recipe_dict(accelerate_config=DROP))
-    assert_names(exc, "accelerate_config", "cpu_2proc")
+@pytest.mark.parametrize(
+    ("gpus", "changes", "expected"),
+    [
+        (0, {}, ("cpu_1proc", 1)),
+        (0, {"num_processes": 2}, ("cpu_2proc", 2)),
+        (1, {"use_cpu": DROP, "bf16": True}, ("single_gpu", 1)),
+        (8, {"use_cpu": DROP, "bf16": True}, ("zero3", 8)),
+        (4, {"use_cpu": DROP, "bf16": True}, ("zero3", 4)),  # one process per GPU, not zero3.yaml's 8
+    ],
+)
+def test_accelerate_config_defaults_to_the_hardware(gpus, changes, expected):
+    recipe = load_recipe(recipe_dict(accelerate_config=DROP, **changes), gpu_count=gpus)
+    assert (recipe.pipeline.accelerate_config, recipe.pipeline.num_processes) == expected
+    assert any(n.startswith(f"`accelerate_config` not set: {expected[0]!r}") for n in recipe.notes)
+
+
+def test_accelerate_config_default_asks_the_machine(monkeypatch):
+    from open_r1_nb import config
+
+    monkeypatch.setattr(config, "gpu_count", lambda: 2)
+    recipe = load_recipe(recipe_dict(accelerate_config=DROP, use_cpu=DROP, bf16=True))
+    assert (recipe.pipeline.accelerate_config, recipe.pipeline.num_processes) == ("zero3", 2)
+    # A recipe that names its accelerate config keeps it, whatever the machine.
+    assert load_recipe(recipe_dict()).pipeline.accelerate_config == "cpu_2proc"
+
+
+def test_single_cpu_process_without_use_cpu_is_a_note():
+    recipe = load_recipe(recipe_dict(accelerate_config="cpu_1proc", use_cpu=DROP))
+    assert any("cpu_1proc" in n and "use_cpu: true" in n for n in recipe.notes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected", "origin"),
+    [
+        ({"hub_model_id": "open-r1/OlympicCoder-7B"}, "OlympicCoder-7B", "hub_model_id"),
+        ({"output_dir": "data/Qwen2.5-1.5B-Open-R1-Distill/"}, "Qwen2.5-1.5B-Open-R1-Distill", "output_dir"),
+        ({"hub_model_id": "me/my model", "output_dir": "data/x"}, "my_model", "hub_model_id"),
+    ],
+)
+def test_run_name_defaults_from_the_recipe(changes, expected, origin):
+    recipe = load_recipe(recipe_dict(run_name=DROP, **changes))
+    assert recipe.run_name == expected
+    assert any(n.startswith(f"`run_name` not set: {expected!r}, from {origin}") for n in recipe.notes)
+
+
+def test_run_name_defaults_to_the_file_name(tmp_path):
+    path = tmp_path / "my_recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict(run_name=DROP)))
+    recipe = load_recipe(path)
+    assert recipe.run_name == "my_recipe"
+    assert any("from the file name 'my_recipe.yaml'" in n for n in recipe.notes)
+    # A recipe that names its run keeps that name, without a note.
+    assert not any("run_name" in n for n in load_recipe(recipe_dict(hub_model_id="a/b")).notes)
+
+
+# --------------------------------------------------------------------------------------------- open-r1's recipes
+
+OPEN_R1_RECIPES = Path(__file__).parent / "fixtures" / "open_r1"
+
+# recipe file -> (run_name, per-device batch x accumulation, max_length); open-r1 launches all three with 8 GPUs
+# per node and ZeRO-3 (the 32B one with FSDP on 16 nodes: 8 per node here, 128 there).
+OPEN_R1_EXPECTED = {
+    "OpenR1-Distill-7B/sft/config_distill.yaml": ("OpenR1-Distill-7B", 2 * 8, 32768),
+    "OlympicCoder-7B/sft/config_v00.00.yaml": ("OlympicCoder-7B", 2 * 8, 32768),
+    "OlympicCoder-32B/sft/config_v00.00.yaml": ("OlympicCoder-32B", 1 * 1, 22528),
+}
+
+
+def test_every_open_r1_sft_recipe_has_a_fixture():
+    found = {str(p.relative_to(OPEN_R1_RECIPES)) for p in OPEN_R1_RECIPES.rglob("*.yaml")}
+    assert found == set(OPEN_R1_EXPECTED)
+
+
+@pytest.mark.parametrize("gpus", [8, 1, 0])
+@pytest.mark.parametrize("relative", sorted(OPEN_R1_EXPECTED))
+def test_open_r1_recipes_load_as_they_are(relative, gpus):
+    path = OPEN_R1_RECIPES / relative
+    raw = yaml.safe_load(path.read_text())
+    assert "run_name" not in raw and "accelerate_config" not in raw  # what open-r1's recipes leave out
+    run_name, per_process, max_length = OPEN_R1_EXPECTED[relative]
+    recipe = load_recipe(path, gpu_count=gpus)  # check_files: Hub ids are not checked offline
+    layout = {8: ("zero3", 8), 1: ("single_gpu", 1), 0: ("cpu_1proc", 1)}[gpus]
+    assert recipe.run_name == run_name
+    assert (recipe.pipeline.accelerate_config, recipe.pipeline.num_processes) == layout
+    assert recipe.global_batch_size() == layout[1] * per_process
+    # Renamed and removed upstream fields, mapped with a note each.
+    assert recipe.model.dtype == "bfloat16"
+    assert recipe.training.warmup_steps == 0.03
+    assert recipe.training.max_length == max_length
+    assert recipe.training.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+    notes = "\n".join(recipe.notes)
+    for fragment in (
+        "`torch_dtype` read as `dtype`",
+        "warmup_ratio",
+        "overwrite_output_dir",
+        "`run_name` not set",
+    ):
+        assert fragment in notes
+    assert "`accelerate_config` not set" in notes
+    assert recipe.training.devices_deferred and not torch.cuda.is_initialized()
+
+
+def test_open_r1_recipe_saved_for_a_run_reloads_the_same(tmp_path):
+    recipe = load_recipe(OPEN_R1_RECIPES / "OlympicCoder-7B/sft/config_v00.00.yaml", gpu_count=8)
+    again = load_recipe(save_recipe(recipe, tmp_path / "recipe.yaml"), gpu_count=0)
+    assert again.run_name == "OlympicCoder-7B"
+    assert (again.pipeline.accelerate_config, again.global_batch_size()) == ("zero3", 128)
+    assert not any("not set" in n for n in again.notes)  # the run's recipe names both keys
+
+
+def test_open_r1_inline_chat_template_is_the_template_file():
+    inline = yaml.safe_load((OPEN_R1_RECIPES / "OpenR1-Distill-7B/sft/config_distill.yaml").read_text())
+    text = (paths.PARAMETERS_DIR / "chat_templates" / "openr1_qwen.jinja").read_text()
+    comment, _, body = text.partition("-#}\n")
+    assert comment.startswith("{#-") and body == inline["chat_template"]
 
 
 def test_cpu_accelerate_config_needs_use_cpu():
