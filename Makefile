@@ -51,5 +51,8 @@ format: install
 notebooks-clean: install
 	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
+# Caches only: runs/ holds your results (executed notebooks, models, metrics) and cache/ the offline assets;
+# delete either by hand when you mean it.
 clean:
-	rm -rf runs/ .pytest_cache .ruff_cache
+	rm -rf .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

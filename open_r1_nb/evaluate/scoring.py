@@ -3,7 +3,8 @@
 The protocol is open-r1's (DeepSeek-R1's, as run by LightEval): the reasoning is removed first, the final
 answer is compared with math-verify (boxed answers first), GPQA by the chosen letter, and pass@1 is the mean
 over n samples per problem, reported with a standard error over problems. Where this module departs from
-LightEval the docstring says so; nothing here imports LightEval (see DESIGN.md for why).
+LightEval the docstring says so; nothing here imports LightEval, which does not run on this stack (the
+README's Evaluation section says why).
 """
 
 from __future__ import annotations
