@@ -239,12 +239,32 @@ def get_model(model_args, training_args, tokenizer=None, notes: list[str] | None
     return model
 
 
+def embedding_rows(model) -> int:
+    """Rows of the input embedding matrix, also when DeepSpeed ZeRO-3 has partitioned it.
+
+    Under ZeRO-3 (``zero3_init_flag``) every rank holds only a slice of each parameter, and ``weight`` itself is an
+    empty tensor of shape ``[0]``; DeepSpeed keeps the full shape in ``ds_shape``. Reading ``weight.shape[0]`` there
+    gives 0 rows, and growing the matrix to ``len(tokenizer)`` would then shrink it (Qwen2.5: 152,064 -> 151,665).
+    """
+    embeddings = model.get_input_embeddings()
+    full_shape = getattr(embeddings.weight, "ds_shape", None)
+    if full_shape is not None and len(full_shape) == 2:
+        return int(full_shape[0])
+    if embeddings.weight.numel() > 0:
+        return int(embeddings.weight.shape[0])
+    # An empty weight without its full shape recorded: the module and the config still know the vocabulary size.
+    rows = getattr(embeddings, "num_embeddings", None)
+    return int(rows if rows else model.config.get_text_config().vocab_size)
+
+
 def align_model_with_tokenizer(model, tokenizer, notes: list[str] | None = None) -> None:
-    """Grow the embeddings for added tokens; mirror EOS/pad ids onto the model and generation configs."""
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    """Grow the embeddings for added tokens (never shrink them); mirror EOS/pad ids onto the model and
+    generation configs."""
+    rows = embedding_rows(model)
+    if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer))
         if notes is not None:
-            notes.append(f"embeddings resized to {len(tokenizer)} rows for the added tokens")
+            notes.append(f"embeddings resized from {rows} to {len(tokenizer)} rows for the added tokens")
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:

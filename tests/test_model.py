@@ -121,3 +121,63 @@ def test_render_sample_marks_assistant_part(raw_tokenizer):
     assert completion.rstrip().endswith("<|im_end|>")
     html = m.render_sample_html(raw_tokenizer, messages)
     assert "background" in html and "&lt;think&gt;" in html
+
+
+def _partition_like_zero3(model) -> int:
+    """Leave the input embedding as DeepSpeed ZeRO-3 leaves it on a rank: the full shape in ``ds_shape`` /
+    ``ds_numel`` and an empty ``[0]`` tensor as the weight. Returns the true number of rows."""
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    rows = weight.shape[0]
+    weight.ds_shape = weight.shape
+    weight.ds_numel = weight.numel()
+    weight.data = torch.empty(0, dtype=weight.dtype)
+    assert weight.shape == (0,)
+    return rows
+
+
+def _tiny_model_and_tokenizer(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    m.prepare_tokenizer(tok)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok
+
+
+def test_zero3_partitioned_embedding_is_not_resized_down(tiny_model_dir, monkeypatch):
+    model, tok = _tiny_model_and_tokenizer(tiny_model_dir)
+    # Pad the matrix past the tokenizer, as Qwen2.5 does (152,064 rows for 151,665 tokens).
+    model.resize_token_embeddings(len(tok) + 64)
+    rows = _partition_like_zero3(model)
+    assert len(tok) < rows
+    calls: list[int] = []
+    monkeypatch.setattr(model, "resize_token_embeddings", lambda n, *a, **k: calls.append(n))
+    notes: list[str] = []
+    m.align_model_with_tokenizer(model, tok, notes)
+    assert calls == [], "a partitioned embedding was resized (shrunk) to the tokenizer's length"
+    assert not any("resized" in n for n in notes)
+    assert m.embedding_rows(model) == rows
+    assert model.config.pad_token_id == tok.pad_token_id
+
+
+def test_zero3_partitioned_embedding_grows_for_added_tokens_with_a_true_note(tiny_model_dir, monkeypatch):
+    model, tok = _tiny_model_and_tokenizer(tiny_model_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<|extra_a|>", "<|extra_b|>"]})
+    rows = _partition_like_zero3(model)
+    assert len(tok) > rows
+    calls: list[int] = []
+    monkeypatch.setattr(model, "resize_token_embeddings", lambda n, *a, **k: calls.append(n))
+    notes: list[str] = []
+    m.align_model_with_tokenizer(model, tok, notes)
+    assert calls == [len(tok)]
+    assert f"embeddings resized from {rows} to {len(tok)} rows for the added tokens" in notes
+
+
+def test_embedding_rows_without_ds_shape_falls_back_to_the_module(tiny_model_dir):
+    import torch
+
+    model, _ = _tiny_model_and_tokenizer(tiny_model_dir)
+    rows = model.get_input_embeddings().weight.shape[0]
+    model.get_input_embeddings().weight.data = torch.empty(0)
+    assert m.embedding_rows(model) == rows
