@@ -185,19 +185,53 @@ def special_tokens_table(tokenizer) -> Any:
     return pd.DataFrame(rows)
 
 
+# The package each flash-attention implementation imports. Without it, transformers 5 loads the same kernel from the
+# Hub through the `kernels` package (the `gpu` extra), so flash attention works without compiling flash-attn.
+_FLASH_MODULES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+
+
+def hub_flash_kernel(implementation: str | None) -> str | None:
+    """The Hub kernel transformers loads for ``implementation`` when flash-attn itself is not installed."""
+    from transformers.modeling_flash_attention_utils import FLASH_ATTN_KERNEL_FALLBACK
+
+    return FLASH_ATTN_KERNEL_FALLBACK.get(implementation) if implementation else None
+
+
+def _flash_from_hub_kernel(implementation: str | None) -> bool:
+    """Whether transformers will serve ``implementation`` with its Hub kernel (flash-attn absent, kernels present)."""
+    module = _FLASH_MODULES.get(implementation or "")
+    return (
+        module is not None
+        and importlib.util.find_spec(module) is None
+        and importlib.util.find_spec("kernels") is not None
+        and hub_flash_kernel(implementation) is not None
+    )
+
+
 def resolve_attn_implementation(requested: str | None) -> tuple[str | None, str | None]:
-    """Fall back from flash-attn when it cannot run here; return (implementation, note or None)."""
+    """Fall back from flash attention when it cannot run here; return (implementation, note or None).
+
+    With CUDA but without flash-attn, the request is kept when the ``kernels`` package is installed: transformers
+    then loads its Hub flash-attention kernel (``hub_flash_kernel``). Only without either does it become sdpa.
+    """
     import torch
 
-    if requested in ("flash_attention_2", "flash_attention_3"):
+    if requested in _FLASH_MODULES:
         if not torch.cuda.is_available():
             return "sdpa", f"{requested} needs a CUDA GPU; using sdpa"
-        module = "flash_attn" if requested == "flash_attention_2" else "flash_attn_interface"
-        if importlib.util.find_spec(module) is None:
-            return "sdpa", (
-                f"{requested} requested but {module} is not installed (PyPI ships flash-attn as source only); "
-                "using sdpa. `pip install .[flash]` compiles it, or set attn_implementation to a Hub kernel."
+        module = _FLASH_MODULES[requested]
+        if importlib.util.find_spec(module) is not None:
+            return requested, None
+        if _flash_from_hub_kernel(requested):
+            return requested, (
+                f"{requested}: {module} is not installed, so transformers loads the Hub kernel "
+                f"{hub_flash_kernel(requested)} through the `kernels` package (fetched from the Hub once, then cached)"
             )
+        return "sdpa", (
+            f"{requested} requested but neither {module} nor the `kernels` package is installed; using sdpa. "
+            "`pip install .[gpu]` brings `kernels` (transformers' Hub flash-attention kernel, nothing to compile); "
+            "`pip install .[flash]` compiles flash-attn (PyPI ships it as source only)."
+        )
     return requested, None
 
 
@@ -233,7 +267,19 @@ def get_model(model_args, training_args, tokenizer=None, notes: list[str] | None
         device_map=_kbit_device_map() if quantization_config is not None else None,
         quantization_config=quantization_config,
     )
-    model = _load(AutoModelForCausalLM.from_pretrained, model_args.model_name_or_path, **kwargs)
+    try:
+        model = _load(AutoModelForCausalLM.from_pretrained, model_args.model_name_or_path, **kwargs)
+    except ImportError as err:
+        # transformers raises ImportError when the Hub kernel cannot be fetched (an offline node without it in its
+        # cache); it does so while building the model, before any weight is read, so sdpa costs no second load.
+        if not _flash_from_hub_kernel(attn):
+            raise
+        note = f"the Hub kernel {hub_flash_kernel(attn)} could not be loaded ({err}); using sdpa"
+        logger.warning(note)
+        if notes is not None:
+            notes.append(note)
+        kwargs["attn_implementation"] = "sdpa"
+        model = _load(AutoModelForCausalLM.from_pretrained, model_args.model_name_or_path, **kwargs)
     if tokenizer is not None:
         align_model_with_tokenizer(model, tokenizer, notes)
     return model

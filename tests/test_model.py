@@ -181,3 +181,65 @@ def test_embedding_rows_without_ds_shape_falls_back_to_the_module(tiny_model_dir
     rows = model.get_input_embeddings().weight.shape[0]
     model.get_input_embeddings().weight.data = torch.empty(0)
     assert m.embedding_rows(model) == rows
+
+
+def _pretend_installed(monkeypatch, present: set[str], absent: set[str]) -> None:
+    """Make ``importlib.util.find_spec`` report ``present`` packages as installed and ``absent`` ones as missing."""
+    import importlib.machinery
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name in present:
+            return importlib.machinery.ModuleSpec(name, None)
+        if name in absent:
+            return None
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_flash_attention_uses_the_hub_kernel_when_kernels_is_installed(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _pretend_installed(monkeypatch, present={"kernels"}, absent={"flash_attn", "flash_attn_interface"})
+    impl, note = m.resolve_attn_implementation("flash_attention_2")
+    # The request stays: transformers itself swaps in its Hub kernel; sdpa here would prevent that.
+    assert impl == "flash_attention_2"
+    assert m.hub_flash_kernel("flash_attention_2") in note and "kernels" in note
+    impl, note = m.resolve_attn_implementation("flash_attention_3")
+    assert impl == "flash_attention_3" and m.hub_flash_kernel("flash_attention_3") in note
+
+
+def test_flash_attention_without_flash_attn_or_kernels_falls_back_to_sdpa(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _pretend_installed(monkeypatch, present=set(), absent={"flash_attn", "kernels"})
+    impl, note = m.resolve_attn_implementation("flash_attention_2")
+    assert impl == "sdpa" and "kernels" in note and ".[gpu]" in note and ".[flash]" in note
+
+
+def test_flash_attention_with_flash_attn_installed_is_kept(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _pretend_installed(monkeypatch, present={"flash_attn"}, absent={"kernels"})
+    assert m.resolve_attn_implementation("flash_attention_2") == ("flash_attention_2", None)
+
+
+def test_hub_kernel_that_cannot_load_falls_back_to_sdpa(tiny_model_dir, monkeypatch):
+    # As on a GPU node with `kernels` but no flash-attn and no Hub: the resolver keeps flash_attention_2, and
+    # transformers cannot provide it (here: no CUDA, no flash_attn, no kernel), so it raises while building the model.
+    monkeypatch.setattr(m, "resolve_attn_implementation", lambda requested: (requested, None))
+    _pretend_installed(monkeypatch, present={"kernels"}, absent={"flash_attn"})
+    notes: list[str] = []
+    model = m.get_model(
+        NS(model_name_or_path=str(tiny_model_dir), dtype="float32", attn_implementation="flash_attention_2"),
+        NS(gradient_checkpointing=False),
+        notes=notes,
+    )
+    assert model.config._attn_implementation == "sdpa"
+    assert any(m.hub_flash_kernel("flash_attention_2") in n and "using sdpa" in n for n in notes)
