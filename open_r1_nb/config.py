@@ -128,6 +128,21 @@ _MIXTURE_KEYS = ("datasets", "seed", "test_split_size")
 _MIXTURE_ENTRY_KEYS = tuple(f.name for f in dataclasses.fields(DatasetConfig))
 
 
+def _check_split(key: str, split: str, where: str = "") -> None:
+    """A split is a name or an expression the datasets library reads (``train[:10]``, ``train[10%:]``,
+    ``train+test``), on the Hub and on local sources alike."""
+    from open_r1_nb.data import DatasetLoadError, split_names
+
+    try:
+        split_names(split)
+    except DatasetLoadError:
+        raise _error(
+            key, split, "is not a split expression",
+            "write a split name such as train, a slice such as train[:100] or train[10%:], or several joined with "
+            "+, e.g. train+test", where,
+        ) from None  # fmt: skip
+
+
 def _mixture_from_dict(raw: Any, where: str = "") -> DatasetMixtureConfig:
     """Build a :class:`DatasetMixtureConfig` from the YAML mapping, with open-r1's semantics and our checks."""
     example = "dataset_mixture: {datasets: [{id: <dataset>, columns: [messages], weight: 0.5}], seed: 0}"
@@ -184,14 +199,17 @@ def _mixture_from_dict(raw: Any, where: str = "") -> DatasetMixtureConfig:
                 "write columns: [messages]",
                 where,
             )
-        # open-r1 reads a missing weight as 1.0 (keep the whole dataset).
+        # open-r1 reads a missing weight as 1.0 and an explicit null as "no subsampling": both keep the whole dataset
+        # (null also skips the per-dataset shuffle; the mixture is shuffled after concatenation either way).
         weight = _coerce_number(entry.get("weight", 1.0))
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1
+        ):
             raise _error(
                 f"{name}.weight",
                 entry.get("weight"),
                 "must be a fraction in (0, 1]: the share of that dataset kept in the mixture",
-                "write a number such as 0.5 (half of it) or 1.0 (all of it); drop the entry to leave it out",
+                "write a number such as 0.5 (half of it), or 1.0 or null (all of it); drop the entry to leave it out",
                 where,
             )
         for key in ("config", "split"):
@@ -199,13 +217,15 @@ def _mixture_from_dict(raw: Any, where: str = "") -> DatasetMixtureConfig:
                 raise _error(
                     f"{name}.{key}", entry[key], "must be a string", f"quote it: {key}: '{entry[key]}'", where
                 )
+        if entry.get("split"):
+            _check_split(f"{name}.split", entry["split"], where)
         datasets.append(
             DatasetConfig(
                 id=entry["id"],
                 config=entry.get("config"),
                 split=entry.get("split") or "train",
                 columns=list(columns) if columns is not None else None,
-                weight=float(weight),
+                weight=None if weight is None else float(weight),
             )
         )
     # open-r1 concatenates the datasets, which needs the same columns everywhere.
@@ -224,16 +244,18 @@ def _mixture_from_dict(raw: Any, where: str = "") -> DatasetMixtureConfig:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise _error("dataset_mixture.seed", seed, "must be an integer", "write seed: 0", where)
     test_split_size = _coerce_number(raw.get("test_split_size"))
+    # datasets' train_test_split: a float is a fraction of the rows, an integer a number of rows.
     if test_split_size is not None and (
         isinstance(test_split_size, bool)
         or not isinstance(test_split_size, (int, float))
         or test_split_size <= 0
+        or (isinstance(test_split_size, float) and test_split_size >= 1)
     ):
         raise _error(
             "dataset_mixture.test_split_size",
             raw.get("test_split_size"),
-            "must be a fraction in (0, 1) or a number of examples",
-            "write test_split_size: 0.1, or remove it to keep everything for training",
+            "must be a fraction in (0, 1) or a whole number of rows",
+            "write test_split_size: 0.1 (a tenth) or 100 (rows), or remove it to keep everything for training",
             where,
         )
     return DatasetMixtureConfig(datasets=datasets, seed=seed, test_split_size=test_split_size)
@@ -249,8 +271,7 @@ def _mixture_to_dict(mixture: DatasetMixtureConfig) -> dict[str, Any]:
             entry["split"] = d.split
         if d.columns is not None:
             entry["columns"] = list(d.columns)
-        if d.weight is not None:
-            entry["weight"] = d.weight
+        entry["weight"] = d.weight  # null is not 1.0 (it skips the per-dataset shuffle): write it as it is
         entries.append(entry)
     out: dict[str, Any] = {"datasets": entries}
     if mixture.seed != 0:
@@ -1243,6 +1264,9 @@ def _check_required(kwargs: dict[str, dict[str, Any]], where: str) -> None:
         )
     if has_mixture:
         script["dataset_mixture"] = _mixture_from_dict(script["dataset_mixture"], where)
+    for key in ("dataset_train_split", "dataset_test_split"):
+        if script.get(key):
+            _check_split(key, script[key], where)
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         value = training.get(key, _FIELDS["training"][key].default)
         if value < 1:
@@ -1579,19 +1603,28 @@ def _check_local_dataset(key: str, value: str | None, split: str, recipe: Recipe
                 where,
             )
         return  # a Hub id
+    from open_r1_nb.data import split_names
+
+    names = split_names(split)  # the expression was checked when the recipe was read
     if found.is_file():
+        if names != ["train"]:
+            raise _error(
+                key, value, f"is a single file, which holds one split, `train`; the recipe reads {split!r}",
+                "read it as train (or a slice, e.g. train[:100]), or use a folder of <split>.jsonl files", where,
+            )  # fmt: skip
         return
     if (found / "dataset_dict.json").is_file() or (found / "dataset_info.json").is_file():
         return  # written by Dataset(Dict).save_to_disk
-    if not any(found.glob(f"{split}.*")) and not (found / split).is_dir():
-        present = sorted(p.name for p in found.iterdir())[:10]
-        raise _error(
-            key,
-            value,
-            f"is a local folder without a `{split}` split file ({split}.jsonl); it holds {present or 'nothing'}",
-            f"write the split as {found / (split + '.jsonl')}, or set the split the recipe reads",
-            where,
-        )
+    for name in names:
+        if not any(found.glob(f"{name}.*")) and not (found / name).is_dir():
+            present = sorted(p.name for p in found.iterdir())[:10]
+            raise _error(
+                key,
+                value,
+                f"is a local folder without a `{name}` split file ({name}.jsonl); it holds {present or 'nothing'}",
+                f"write the split as {found / (name + '.jsonl')}, or set the split the recipe reads",
+                where,
+            )
 
 
 def _runtime_notes(recipe: Recipe, notes: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -91,42 +92,93 @@ def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     return None
 
 
+_SPLIT_NAME = re.compile(r"^\s*(\w+(?:\.\w+)*)")
+
+
+def split_names(split: str) -> list[str]:
+    """The split names a split expression reads, in order: ``"train[:10]+test"`` -> ``["train", "test"]``.
+
+    The expression is the ``datasets`` library's (``ReadInstruction``): names joined by ``+``, each with an optional
+    ``[from:to]`` slice in rows or percent. Raises ``DatasetLoadError`` naming the fix when it does not parse.
+    """
+    import datasets
+
+    try:
+        datasets.ReadInstruction.from_spec(split)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DatasetLoadError(
+            f"split {split!r} is not a split expression ({err}). Fix: write a split name such as train, a slice "
+            "such as train[:100] or train[10%:], or several joined with +, e.g. train+test."
+        ) from None
+    return list(dict.fromkeys(_SPLIT_NAME.match(part).group(1) for part in split.split("+")))
+
+
+def _read_split_expression(splits: dict[str, Any], split: str):
+    """Rows of ``splits`` (name -> Dataset) that the expression ``split`` selects, as ``datasets`` would read them
+    from the Hub: the same slices and percent rounding (its ``ReadInstruction``), parts concatenated in order."""
+    import datasets
+
+    instructions = datasets.ReadInstruction.from_spec(split).to_absolute(
+        {n: len(d) for n, d in splits.items()}
+    )
+    parts = [splits[i.splitname].select(range(i.from_, i.to)) for i in instructions]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _load_local_split(local: Path, split: str):
+    """One whole split (a plain name) of a local file or folder."""
+    import datasets
+
+    if local.is_file():
+        builder = _DATA_SUFFIXES.get(local.suffix)
+        if builder is None:
+            raise DatasetLoadError(
+                f"Don't know how to read {local}: use one of {sorted(_DATA_SUFFIXES)} or a dataset folder."
+            )
+        if split != "train":
+            # As datasets.load_dataset(<builder>, data_files=<file>) reads it: one file is one `train` split.
+            raise DatasetLoadError(
+                f"{local} is a single file, which holds one split, `train`; the recipe asked for split {split!r}. "
+                f"Fix: read it as train (or a slice of it, e.g. train[:100]), or use a folder of <split>.jsonl files."
+            )
+        return datasets.load_dataset(builder, data_files=str(local), split="train")
+    if (local / "dataset_dict.json").exists():
+        loaded = datasets.load_from_disk(str(local))
+        if split not in loaded:
+            raise DatasetLoadError(
+                f"{local} has splits {list(loaded)}; the recipe asked for split {split!r}."
+            )
+        return loaded[split]
+    if (local / "state.json").exists():
+        return datasets.load_from_disk(str(local))
+    for suffix, builder in _DATA_SUFFIXES.items():
+        candidate = local / f"{split}{suffix}"
+        if candidate.exists():
+            return datasets.load_dataset(builder, data_files=str(candidate), split="train")
+    available = sorted(p.name for p in local.iterdir())
+    raise DatasetLoadError(
+        f"The local dataset folder {local} has no file for split {split!r} (looked for {split}.jsonl, "
+        f"{split}.parquet, …); it holds {available}. Build the embedded assets with "
+        "`python scripts/prepare_assets.py`, or point the recipe at the right split."
+    )
+
+
 def load_source(dataset_id: str, config: str | None = None, split: str = "train"):
     """Load one split of one source: a local folder or file, or a Hub dataset id.
 
     A local folder may be a ``save_to_disk`` folder, or hold ``<split>.jsonl`` / ``.parquet`` / ``.json``
-    files (what ``scripts/prepare_assets.py`` writes). Anything not on disk is treated as a Hub id.
+    files (what ``scripts/prepare_assets.py`` writes); a single file is its ``train`` split. ``split`` may be any
+    expression ``datasets`` accepts (``train[:10]``, ``train[10%:]``, ``train+test``): it selects the same rows
+    from a local source as from the Hub. Anything not on disk is treated as a Hub id.
     """
     import datasets
 
     local = resolve_local(dataset_id)
     if local is not None:
-        if local.is_file():
-            builder = _DATA_SUFFIXES.get(local.suffix)
-            if builder is None:
-                raise DatasetLoadError(
-                    f"Don't know how to read {local}: use one of {sorted(_DATA_SUFFIXES)} or a dataset folder."
-                )
-            return datasets.load_dataset(builder, data_files=str(local), split="train")
-        if (local / "dataset_dict.json").exists():
-            loaded = datasets.load_from_disk(str(local))
-            if split not in loaded:
-                raise DatasetLoadError(
-                    f"{local} has splits {list(loaded)}; the recipe asked for split {split!r}."
-                )
-            return loaded[split]
-        if (local / "state.json").exists():
-            return datasets.load_from_disk(str(local))
-        for suffix, builder in _DATA_SUFFIXES.items():
-            candidate = local / f"{split}{suffix}"
-            if candidate.exists():
-                return datasets.load_dataset(builder, data_files=str(candidate), split="train")
-        available = sorted(p.name for p in local.iterdir())
-        raise DatasetLoadError(
-            f"The local dataset folder {local} has no file for split {split!r} (looked for {split}.jsonl, "
-            f"{split}.parquet, …); it holds {available}. Build the embedded assets with "
-            "`python scripts/prepare_assets.py`, or point the recipe at the right split."
-        )
+        names = split_names(split)
+        if names == [split]:
+            return _load_local_split(local, split)
+        return _read_split_expression({name: _load_local_split(local, name) for name in names}, split)
     unreachable = hub_unreachable_reason()
     if unreachable:
         raise DatasetLoadError(
@@ -147,8 +199,10 @@ def get_dataset(args) -> Any:
     """Return a ``DatasetDict`` for the recipe's ``ScriptArguments`` (open-r1's ``get_dataset``).
 
     With ``dataset_name`` the named dataset is loaded whole (its train split, and its test split when it has one).
-    With ``dataset_mixture`` each entry is loaded, reduced to its ``columns``, subsampled to ``weight`` × its
-    size after a seeded shuffle, then all are concatenated and shuffled; ``test_split_size`` carves out a test split.
+    With ``dataset_mixture`` each entry's ``split`` (a name or an expression such as ``train[:10]``) is loaded,
+    reduced to its ``columns``, subsampled to ``weight`` × its size after a seeded shuffle (no ``weight``, or
+    ``weight: null``, keeps all of it unshuffled), then all are concatenated and shuffled; ``test_split_size``
+    (a fraction, or a number of rows) carves out a test split with the mixture's seed.
     """
     import datasets
 
@@ -180,10 +234,24 @@ def get_dataset(args) -> Any:
         parts.append(ds)
     if not parts:
         raise DatasetLoadError("dataset_mixture.datasets is empty: list at least one dataset.")
+    for entry, ds in zip(mixture.datasets[1:], parts[1:], strict=True):
+        # Entries without `columns` keep every column; concatenating needs the same ones everywhere.
+        if set(ds.column_names) != set(parts[0].column_names):
+            raise DatasetLoadError(
+                f"dataset_mixture entry {entry.id!r} has columns {ds.column_names}, entry "
+                f"{mixture.datasets[0].id!r} has {parts[0].column_names}: the mixture concatenates them, so they "
+                "need the same columns. Fix: give every entry the same `columns`, e.g. columns: [messages]."
+            )
     combined = datasets.concatenate_datasets(parts).shuffle(seed=seed)
     test_size = getattr(mixture, "test_split_size", None)
-    if test_size:
-        return combined.train_test_split(test_size=test_size, seed=seed)
+    if test_size is not None:
+        try:
+            return combined.train_test_split(test_size=test_size, seed=seed)
+        except ValueError as err:
+            raise DatasetLoadError(
+                f"dataset_mixture.test_split_size {test_size!r} cannot split the mixture's {len(combined)} rows "
+                f"({err}). Fix: a fraction in (0, 1) or a number of rows below {len(combined)}."
+            ) from None
     return datasets.DatasetDict({"train": combined})
 
 

@@ -275,6 +275,50 @@ def test_mixture_weight_must_be_in_zero_one(weight):
     assert_names(exc, "dataset_mixture.datasets[0].weight", "(0, 1]")
 
 
+def test_mixture_weight_null_keeps_the_whole_dataset(tmp_path):
+    # open-r1's own tests build mixtures with weight=None: no subsampling.
+    data = recipe_dict(
+        dataset_name=DROP, dataset_mixture=mixture({"id": "a/b", "weight": None}, {"id": "c/d"})
+    )
+    recipe = load_recipe(data)
+    assert [d.weight for d in recipe.script.dataset_mixture.datasets] == [None, 1.0]
+    assert recipe.summary().loc["data", "value"] == "mixture: a/b (all) + c/d (all)"
+    again = load_recipe(save_recipe(recipe, tmp_path / "recipe.yaml"))
+    assert [d.weight for d in again.script.dataset_mixture.datasets] == [None, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("split", "key"),
+    [("train[:10", "dataset_mixture.datasets[0].split"), ("train[a:b]", "dataset_mixture.datasets[0].split")],
+)
+def test_mixture_split_must_be_a_split_expression(split, key):
+    data = recipe_dict(dataset_name=DROP, dataset_mixture=mixture({"id": "a/b", "split": split}))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(data)
+    assert_names(exc, key, "train[:100]", "train+test")
+
+
+def test_dataset_train_split_must_be_a_split_expression():
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_dict(dataset_train_split="train[::2]"))
+    assert_names(exc, "dataset_train_split", "split expression")
+    assert (
+        load_recipe(recipe_dict(dataset_train_split="train[:10%]")).script.dataset_train_split
+        == "train[:10%]"
+    )
+
+
+@pytest.mark.parametrize(("size", "ok"), [(0.1, True), (100, True), (1.0, False), (1.5, False), (0, False)])
+def test_test_split_size_is_a_fraction_or_a_row_count(size, ok):
+    data = recipe_dict(dataset_name=DROP, dataset_mixture=mixture({"id": "a/b"}, test_split_size=size))
+    if ok:
+        assert load_recipe(data).script.dataset_mixture.test_split_size == size
+        return
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(data)
+    assert_names(exc, "dataset_mixture.test_split_size", "fraction", "rows")
+
+
 def test_mixture_columns_must_match():
     data = recipe_dict(
         dataset_name=DROP,
@@ -576,6 +620,23 @@ def test_local_mixture_entries_must_exist(local_files):
             {**{k: v for k, v in data.items() if k != "dataset_name"}, "dataset_mixture": mixture(*entries)}
         )
     assert_names(exc, "dataset_mixture.datasets[1].id", "does not exist")
+
+
+def test_local_split_expressions_name_each_split(local_files):
+    data, tmp_path = local_files
+    rest = {k: v for k, v in data.items() if k != "dataset_name"}
+    folder = data["dataset_name"]
+    ok = load_recipe({**rest, "dataset_mixture": mixture({"id": folder, "split": "train[:1]+test[50%:]"})})
+    assert ok.script.dataset_mixture.datasets[0].split == "train[:1]+test[50%:]"
+    with pytest.raises(RecipeError) as exc:
+        load_recipe({**rest, "dataset_mixture": mixture({"id": folder, "split": "train+validation[:10]"})})
+    assert_names(exc, "dataset_mixture.datasets[0].id", "`validation` split", "validation.jsonl")
+    single = tmp_path / "rows.jsonl"
+    single.write_text((tmp_path / "data" / "train.jsonl").read_text())
+    load_recipe({**rest, "dataset_mixture": mixture({"id": str(single), "split": "train[:1]"})})
+    with pytest.raises(RecipeError) as exc:
+        load_recipe({**rest, "dataset_mixture": mixture({"id": str(single), "split": "test"})})
+    assert_names(exc, "dataset_mixture.datasets[0].id", "single file", "`train`")
 
 
 def test_chat_template_path_must_exist(local_files):
