@@ -300,10 +300,22 @@ def train(recipe) -> Path:
     trainer.save_metrics("train", metrics)
     trainer.save_state()
 
+    return save_and_push(trainer, tokenizer, script_args, metrics)
+
+
+def save_and_push(trainer, tokenizer, script_args, metrics: dict) -> Path:
+    """Save the final model once, with its tokenizer, card and training metrics; push it once when asked.
+
+    ``Trainer.save_model`` pushes by itself when ``push_to_hub`` is set: it saves the model a second time, into
+    ``output_dir`` (under ZeRO-3 a second gather of every parameter, and ~15 GB more on disk for a 7B model), and
+    uploads that folder; ``push_model`` then uploaded the final folder again. ``_internal_call=True`` is the Trainer's
+    own way to save without that push, so the one upload is ``push_model``'s, of the folder with the card.
+    """
+    training_args = trainer.args
     logger.info("*** Save model ***")
     model_dir = final_model_dir(training_args.output_dir)
     finalize_generation_config(trainer.model, tokenizer)
-    trainer.save_model(str(model_dir))
+    trainer.save_model(str(model_dir), _internal_call=True)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(model_dir))
         trainer.create_model_card(
@@ -318,11 +330,10 @@ def train(recipe) -> Path:
         logger.info("model saved to %s", model_dir)
     trainer.accelerator.wait_for_everyone()
 
-    if training_args.push_to_hub:
+    if training_args.push_to_hub and trainer.accelerator.is_main_process:
         from open_r1_nb.publish import push_model
 
-        if trainer.accelerator.is_main_process:
-            push_model(model_dir, training_args)
+        push_model(model_dir, training_args)
     return Path(model_dir)
 
 
