@@ -554,6 +554,16 @@ class PipelineArguments:
             "choices": ("auto", "vllm", "ctranslate2", "transformers"),
         },
     )
+    eval_math_rule: str = field(
+        default="auto",
+        metadata={
+            "help": "How a maths answer is read: auto (each benchmark's own: the number stated for the embedded "
+            "splits, the stated answer for the Hub ones), stated (a box, else an explicit final statement; an "
+            "expression copied from the question does not count), number, or lighteval (LightEval's reading, "
+            "which also evaluates the last expression anywhere in the answer).",
+            "choices": ("auto", "stated", "number", "lighteval"),
+        },
+    )
     learning_curve: int = field(
         default=0,
         metadata={
@@ -574,6 +584,7 @@ class PipelineArguments:
             "top_k": self.eval_top_k,
             "backend": self.eval_backend,
             "batch_size": self.eval_batch_size,
+            "math_rule": self.eval_math_rule,
         }
 
 

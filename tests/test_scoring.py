@@ -94,16 +94,174 @@ MATH_CASES = [
     ("9", r"no think tags here, just \boxed{9}", True, "no tags: scored as is"),
     # nested braces
     ("2", T + r"\boxed{\sqrt{\frac{16}{4}}}", True, "nested braces"),
-    # no box: math-verify's fallbacks, as in LightEval (boxed_only=True turns these off, tested below)
+    # no box: an explicit final statement counts (boxed_only=True turns these off, tested below); LightEval's
+    # reading differs here, see RULE_CASES
     ("5", T + "The answer is 5.", True, "unboxed 'answer is'"),
-    ("8", T + "I computed 3 apples and 5 pears, total 8.", True, "fallback: the last number"),
-    ("5", T + "I computed 3 apples and 5 pears, total 8.", False, "fallback does not pick an earlier number"),
+    ("12", T + "**Answer:** 12", True, "markdown 'Answer:'"),
+    ("1333", T + "Adding the columns: 617 + 716 = 1333.", True, "a last line ending in '= 1333'"),
+    ("8", T + "I computed 3 apples and 5 pears, total 8.", False, "no explicit statement (LightEval: right)"),
+    ("5", T + "I computed 3 apples and 5 pears, total 8.", False, "an earlier number is not the answer"),
     # multiple-choice style gold
     (r"\text{(C)}", T + r"\boxed{C}", True, "letter gold in \\text"),
     # empty
     ("5", "", False, "empty completion"),
     ("5", T, False, "nothing after the think block"),
 ]
+
+
+# Where the rules differ: (gold, question, completion, {rule: verdict}, why). "lighteval" is LightEval's reading,
+# checked against math-verify 0.9.0; "stated" the default; "number" the embedded local splits' rule.
+ARITHMETIC_Q = "What is 617 + 716?\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+RULE_CASES = [
+    # The demo's base-model sample that LightEval's fallback credited: it never states a result; math-verify
+    # evaluates the last expression it finds, 617 + 716 = 1333, the gold.
+    (
+        "1333",
+        ARITHMETIC_Q,
+        "To find the sum, the calculation of 617 + 716 is a recursive process that involves adding the digits",
+        {"lighteval": True, "stated": False, "number": False},
+        "restated question, no result (the demo's case)",
+    ),
+    (
+        "1333",
+        ARITHMETIC_Q,
+        T + "The answer is 617 + 716.",
+        {"lighteval": True, "stated": False, "number": False},
+        "an expression copied from the question, stated",
+    ),
+    (
+        "1333",
+        ARITHMETIC_Q,
+        T + r"The answer is $\boxed{617+716}$.",
+        {"lighteval": True, "stated": False, "number": False},
+        "an expression copied from the question, boxed",
+    ),
+    (
+        "1333",
+        "Compute 617 × 716.",
+        T + r"\boxed{617 \times 716}",
+        {"lighteval": False, "stated": False, "number": False},
+        "x and \\times are the same copied operation (and it is not 1333)",
+    ),
+    (
+        "1333",
+        ARITHMETIC_Q,
+        T + "617 + 716 = 1333",
+        {"lighteval": True, "stated": True, "number": True},
+        "the sum carried out to its result",
+    ),
+    (
+        "1333",
+        ARITHMETIC_Q,
+        T + "The answer is 1,333.",
+        {"lighteval": True, "stated": True, "number": True},
+        "a stated number with a thousands separator",
+    ),
+    (
+        "1333",
+        ARITHMETIC_Q,
+        T + "Adding the units, then the tens: 1333 is what I get, maybe 1323",
+        {"lighteval": False, "stated": False, "number": False},
+        "numbers in passing, none stated",
+    ),
+    (
+        "8",
+        "Tom has 3 apples and 5 pears. How many fruits?",
+        T + "I computed 3 apples and 5 pears, total 8.",
+        {"lighteval": True, "stated": False, "number": False},
+        "the last number in prose: LightEval takes it, the stated rule does not",
+    ),
+    (
+        "18",
+        "Janet sells 16 - 3 - 4 eggs at $2 each. How much does she make?",
+        T + "She sells 9 eggs, so the answer is 9 * 2 = 18 dollars.",
+        {"lighteval": True, "stated": True, "number": True},
+        "a statement ending in '= 18 dollars'",
+    ),
+    (
+        "18",
+        "Janet sells 16 - 3 - 4 eggs at $2 each. How much does she make?",
+        T + r"The answer is $\boxed{\$18}$.",
+        {"lighteval": True, "stated": True, "number": True},
+        "boxed with a dollar sign",
+    ),
+    (
+        "5",
+        "What is 10 / 2?",
+        T + r"\boxed{10/2}",
+        {"lighteval": True, "stated": False, "number": False},
+        "a copied division",
+    ),
+    (
+        "0.5",
+        "What is one half as a number?",
+        T + r"\boxed{\frac{1}{2}}",
+        {"lighteval": True, "stated": True, "number": False},
+        "number rule: a fraction is not a stated number",
+    ),
+    (
+        "12",
+        "What is 3 times 4?",
+        T + r"\boxed{12} wait, no: \boxed{3 \cdot 4}",
+        {"lighteval": True, "stated": True, "number": False},
+        "the last box is an expression not in the question: math-verify evaluates it, the number rule does not",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("gold", "question", "completion", "verdicts"),
+    [c[:4] for c in RULE_CASES],
+    ids=[c[4] for c in RULE_CASES],
+)
+def test_the_rules_on_stated_and_unstated_answers(gold, question, completion, verdicts):
+    for rule, expected in verdicts.items():
+        assert verify_math(gold, completion, question=question, rule=rule) is expected, rule
+
+
+def test_score_math_returns_the_answer_it_read():
+    assert scoring.score_math("1333", T + "So 617 + 716 = 1333.", rule="number") == ("1333", True)
+    assert scoring.score_math("1333", T + "The answer is 617 + 716.", question=ARITHMETIC_Q) == (None, False)
+    # A copied box is shown as what the model boxed, and judged wrong.
+    assert scoring.score_math("1333", T + r"\boxed{617 + 716}", question=ARITHMETIC_Q) == ("617 + 716", False)
+    with pytest.raises(ValueError, match="unknown maths rule 'strict'"):
+        scoring.score_math("1", T + r"\boxed{1}", rule="strict")
+
+
+@pytest.mark.parametrize(
+    ("completion", "question", "answer"),
+    [
+        (T + r"First \boxed{3}, then \boxed{7}", None, "7"),
+        (T + "The final answer is 42. I hope it is correct.", None, "42"),
+        (T + "Answer: 3.5\nDone", None, "3.5"),
+        (T + "So x = 12.", None, "12"),
+        (T + "The sum of 2 and 3 is five.", None, None),
+        (T + "The answer is 2 + 3.", "What is 2+3?", None),
+        (T + "The answer is 2 + 3.", "What is 2 + 4?", "2 + 3"),  # not the question's expression
+        (T + "The answer is 5.", "What is 2 + 3 + 5?", "5"),  # a lone number is an answer even if quoted
+        ("<think>the answer is 4", None, None),  # unfinished thinking states nothing
+    ],
+)
+def test_stated_answer(completion, question, answer):
+    assert scoring.stated_answer(completion, question) == answer
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("1,333", 1333.0),
+        (r"\$12.50", 12.5),
+        ("5 apples", 5.0),
+        (r"5 \text{ cm}", 5.0),
+        ("x = -7", -7.0),
+        ("617 + 716 = 1333", 1333.0),
+        ("617 + 716", None),
+        ("1/2", None),
+        ("five", None),
+    ],
+)
+def test_final_number(text, number):
+    assert scoring.final_number(text) == number
 
 
 def test_enough_cases():
@@ -302,3 +460,122 @@ def test_summarize():
     assert out["truncated"] == pytest.approx(0.5)
     assert out["mean_new_tokens"] == pytest.approx(25.0)
     assert (out["n"], out["problems"], out["samples"]) == (4, 3, 12)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The rule each benchmark uses, and re-scoring saved samples
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_each_benchmark_has_a_rule():
+    from open_r1_nb.evaluate.benchmarks import BENCHMARKS
+
+    rules = {name: b.math_rule for name, b in BENCHMARKS.items() if b.kind == "math"}
+    assert rules == {
+        "aime24": "stated",
+        "math_500": "stated",
+        "gsm_symbolic_variant": "number",
+        "gsm_symbolic_template": "number",
+        "arithmetic": "number",
+        "smoke": "number",
+    }
+
+
+def test_score_sample_reads_the_question_from_the_prompt():
+    from open_r1_nb.evaluate.benchmarks import Problem
+    from open_r1_nb.evaluate.runner import score_sample
+
+    problem = Problem("a-1", [{"role": "user", "content": ARITHMETIC_Q}], "1333", "math")
+    copied = T + "The answer is 617 + 716."
+    assert score_sample(problem, copied, "lighteval") == (None, True)
+    assert score_sample(problem, copied, "stated") == (None, False)
+    assert score_sample(problem, T + r"\boxed{1333}", "number") == ("1333", True)
+
+
+def test_an_unknown_rule_stops_before_generation(tmp_path):
+    from open_r1_nb.evaluate.runner import EvalSettings, evaluate_many
+
+    with pytest.raises(ValueError, match="math_rule 'strict'"):
+        evaluate_many(tmp_path / "no-model", ["smoke"], tmp_path, EvalSettings(math_rule="strict"))
+
+
+def _save_samples(out_dir, benchmark: str, label: str, problems, completions, rule: str) -> None:
+    """Samples written exactly as the runner writes them, scored under ``rule``."""
+    from types import SimpleNamespace
+
+    from open_r1_nb.evaluate import runner
+
+    outputs = [
+        [SimpleNamespace(text=t, new_tokens=9, ended_at_eos=True) for t in texts] for texts in completions
+    ]
+    records = runner._score(problems, outputs, rule)
+    runner._write(out_dir, benchmark, label, records, scoring.summarize(records))
+
+
+@pytest.fixture
+def saved_runs(tmp_path):
+    """Two runs with saved samples scored under LightEval's reading (what the evaluation wrote before)."""
+    from open_r1_nb.evaluate.benchmarks import Problem
+
+    def problem(i, a, b):
+        question = (
+            f"What is {a} + {b}?\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+        )
+        return Problem(f"arith-{i}", [{"role": "user", "content": question}], str(a + b), "math")
+
+    problems = [problem(0, 617, 716), problem(1, 120, 35), problem(2, 401, 99)]
+    base = [
+        [
+            "the calculation of 617 + 716 is a recursive process",
+            T + "The answer is 1333.",
+        ],  # right -> wrong, =
+        [
+            "I think the answer is 120 + 35.",
+            "155",
+        ],  # copied: right -> wrong; a lone number is stated
+        [T + r"\boxed{500}", T + r"\boxed{499}"],  # unchanged
+    ]
+    tuned = [[T + r"\boxed{1333}", T + r"\boxed{1,333}"], [T + "= 155", T + "155."], [T + r"\boxed{500}"] * 2]
+    _save_samples(tmp_path / "demo" / "eval", "arithmetic", "base", problems, base, "lighteval")
+    _save_samples(tmp_path / "demo" / "eval", "arithmetic", "demo", problems, tuned, "lighteval")
+    _save_samples(tmp_path / "long" / "eval", "arithmetic", "base", problems[:1], base[:1], "lighteval")
+    gpqa = tmp_path / "demo" / "eval" / "gpqa_diamond"
+    gpqa.mkdir(parents=True)
+    (gpqa / "base.jsonl").write_text('{"problem_id": "g", "gold": "A", "completion": "A", "correct": true}\n')
+    return tmp_path
+
+
+def test_rescore_counts_the_verdicts_that_change(saved_runs):
+    from open_r1_nb.evaluate.rescore import rescore
+
+    results = {(r.run, r.model): r for r in rescore(saved_runs)}
+    assert set(results) == {("demo", "base"), ("demo", "demo"), ("long", "base")}  # GPQA has no maths rule
+    base = results[("demo", "base")]
+    assert (base.old_rule, base.new_rule, base.samples, base.problems) == ("lighteval", "number", 6, 3)
+    assert base.correct_saved == base.correct_old == 5  # the file's own verdicts, re-derived
+    assert base.correct_new == 3 and (base.gained, base.lost) == (0, 2)
+    assert sorted((c.problem_id, c.sample_index) for c in base.changed) == [("arith-0", 0), ("arith-1", 0)]
+    assert "617 + 716 is a recursive process" in base.changed[0].tail
+    tuned = results[("demo", "demo")]
+    assert tuned.correct_old == tuned.correct_new == 6 and tuned.changed == []
+    assert (results[("long", "base")].lost, results[("long", "base")].samples) == (1, 2)
+    stated = {(r.run, r.model): r for r in rescore(saved_runs, "lighteval", "stated", runs=["demo"])}
+    assert set(stated) == {("demo", "base"), ("demo", "demo")}
+    assert stated[("demo", "base")].lost == 2 and stated[("demo", "base")].new_rule == "stated"
+
+
+def test_rescore_script_prints_the_changes(saved_runs, capsys):
+    import importlib.util
+
+    from open_r1_nb import paths
+
+    spec = importlib.util.spec_from_file_location(
+        "rescore_script", paths.REPO_ROOT / "scripts" / "rescore.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--runs-root", str(saved_runs), "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "wrong -> right" in out and "right -> wrong" in out
+    assert "3 of 14 verdicts change." in out
+    assert "demo / arithmetic / base: problem arith-0 sample 0, gold '1333': lighteval right" in out

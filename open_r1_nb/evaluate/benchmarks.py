@@ -57,6 +57,8 @@ class Benchmark:
     loader: Callable[[str | None], list[Problem]]
     source: str
     reference: dict[str, float] = field(default_factory=dict)  # published pass@1 (%), open-r1 README
+    # How a maths answer is read (scoring.MATH_RULES): the embedded splits' golds are numbers, so the number stated.
+    math_rule: str = "stated"
 
 
 class BenchmarkLoadError(RuntimeError):
@@ -270,6 +272,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         384,
         _local_split("cache/data/gsm_symbolic/test_variant.jsonl", "gsm_symbolic_variant"),
         "held-out variants of training templates (embedded default)",
+        math_rule="number",
     ),
     "gsm_symbolic_template": Benchmark(
         "gsm_symbolic_template",
@@ -278,6 +281,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         384,
         _local_split("cache/data/gsm_symbolic/test_template.jsonl", "gsm_symbolic_template"),
         "held-out templates never seen in training (embedded default)",
+        math_rule="number",
     ),
     "arithmetic": Benchmark(
         "arithmetic",
@@ -286,9 +290,16 @@ BENCHMARKS: dict[str, Benchmark] = {
         384,
         _local_split("cache/data/arithmetic/test.jsonl", "arithmetic"),
         "held-out programmatic arithmetic (embedded default)",
+        math_rule="number",
     ),
     "smoke": Benchmark(
-        "smoke", "math", 1, 32, _local_split("cache/data/smoke/test.jsonl", "smoke"), "smoke traces (CI only)"
+        "smoke",
+        "math",
+        1,
+        32,
+        _local_split("cache/data/smoke/test.jsonl", "smoke"),
+        "smoke traces (CI only)",
+        math_rule="number",
     ),
 }
 

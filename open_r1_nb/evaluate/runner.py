@@ -31,12 +31,14 @@ class EvalSettings:
     backend: str = "auto"
     seed: int = 0
     batch_size: int = 32
+    math_rule: str = "auto"  # scoring.MATH_RULES, or auto: each benchmark's own (Benchmark.math_rule)
 
 
-def score_sample(problem: Problem, completion: str) -> tuple[Any, bool]:
+def score_sample(problem: Problem, completion: str, math_rule: str = "stated") -> tuple[Any, bool]:
     """(extracted answer, correct) for one completion, by the benchmark's kind."""
     if problem.kind == "math":
-        return scoring.math_answer(completion), scoring.verify_math(problem.gold, completion)
+        question = problem.messages[-1]["content"]
+        return scoring.score_math(problem.gold, completion, question=question, rule=math_rule)
     if problem.kind == "gpqa":
         return scoring.gpqa_letter(completion), scoring.verify_gpqa(problem.gold, completion)
     if problem.kind == "code":
@@ -87,6 +89,10 @@ def evaluate_many(
     from open_r1_nb.evaluate.generate import GenerationConfig, choose_backend, generate
 
     settings = settings or EvalSettings()
+    if settings.math_rule not in ("auto", *scoring.MATH_RULES):
+        raise ValueError(
+            f"math_rule {settings.math_rule!r} is not one of auto, {', '.join(scoring.MATH_RULES)}"
+        )
     label = label or model_label(model_dir)
     backend = choose_backend(settings.backend)
     groups: dict[tuple[int, int], list[tuple[str, list[Problem]]]] = {}
@@ -118,14 +124,15 @@ def evaluate_many(
         for benchmark, problems in members:
             part = outputs[offset : offset + len(problems)]
             offset += len(problems)
-            records = _score(problems, part)
+            rule = get_benchmark(benchmark).math_rule if settings.math_rule == "auto" else settings.math_rule
+            records = _score(problems, part, rule)
             new_tokens = sum(r["new_tokens"] for r in records)
             summary = scoring.summarize(records)
             summary.update(
                 benchmark=benchmark,
                 model=str(model_dir),
                 backend=backend,
-                settings={**asdict(settings), "n": n, "max_new_tokens": max_new_tokens},
+                settings={**asdict(settings), "n": n, "max_new_tokens": max_new_tokens, "math_rule": rule},
                 generation_seconds=round(seconds * new_tokens / group_tokens, 1) if group_tokens else 0.0,
                 new_tokens_per_second=round(group_tokens / seconds, 1) if seconds else None,
                 generated_with=[b for b, _ in members],
@@ -136,11 +143,11 @@ def evaluate_many(
     return summaries
 
 
-def _score(problems: list[Problem], outputs: list) -> list[dict[str, Any]]:
+def _score(problems: list[Problem], outputs: list, math_rule: str = "stated") -> list[dict[str, Any]]:
     records = []
     for problem, samples in zip(problems, outputs, strict=True):
         for index, sample in enumerate(samples):
-            extracted, correct = score_sample(problem, sample.text)
+            extracted, correct = score_sample(problem, sample.text, math_rule)
             records.append(
                 {
                     "problem_id": problem.id,

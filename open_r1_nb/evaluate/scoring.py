@@ -5,6 +5,18 @@ answer is compared with math-verify (boxed answers first), GPQA by the chosen le
 over n samples per problem, reported with a standard error over problems. Where this module departs from
 LightEval the docstring says so; nothing here imports LightEval, which does not run on this stack (the
 README's Evaluation section says why).
+
+Maths has three rules (``MATH_RULES``), differing only in what counts as the answer when nothing is boxed:
+
+- ``stated`` (the default): a boxed answer, else an explicit final statement ("the answer is 1333", "Answer: 12",
+  a last line ending "= 1333"), judged by math-verify as if it had been boxed. An expression copied from the
+  question ("the answer is 617 + 716") is not an answer, boxed or not.
+- ``number`` (the embedded local splits, whose answers are numbers): the same stated answer, reduced to the one
+  number it states (the right-hand side of its last "="), compared numerically with the gold.
+- ``lighteval``: LightEval's reading, kept for comparison with published Hub-benchmark numbers. With no box,
+  math-verify's own fallbacks read the whole answer: "final answer is …", then the last expression or number
+  anywhere in it, which it evaluates, so text that only restates the question ("the calculation of 617 + 716 is
+  …") scores when the gold is 1333.
 """
 
 from __future__ import annotations
@@ -85,11 +97,85 @@ def extract_boxed(text: str) -> list[str]:
     return found
 
 
+#: The ways to read a maths answer (see the module docstring): ``stated``, ``number``, ``lighteval``.
+MATH_RULES = ("stated", "number", "lighteval")
+
+# "the answer is X", "final answer: X", "**Answer:** X" (the last one in the answer counts).
+_STATEMENT = re.compile(r"(?i)\banswer\s*(?:\*\*)?\s*(?:is\b|:|=)\s*(?:\*\*)?\s*:?\s*")
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
+_DECORATION = re.compile(r"^[\s*$:]+|[\s*$.!,;]+$")
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+_NUMBER_IN_WORDS = re.compile(r"^(\\?\$?-?[\d.,]*\d)\s+[A-Za-z][A-Za-z ]*$")
+_OPERATION = re.compile(r"[\d)a-zA-Z}]\s*(?:[-+*/^×÷·]|\\times|\\cdot|\\div)\s*[\d(a-zA-Z\\{]")
+
+
+def _statement(answer_text: str) -> str | None:
+    """The explicit final statement of an unboxed answer: after the last "answer is / answer:", else a last line
+    ending in "= X" or holding a lone number; of a statement that is a calculation ("9 * 2 = 18"), its result.
+    None when nothing is stated."""
+    found = None
+    for match in _STATEMENT.finditer(answer_text):
+        rest = answer_text[match.end() :]
+        end = _SENTENCE_END.search(rest)
+        found = rest[: end.start()] if end else rest
+    if not found:
+        lines = [line for line in answer_text.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        found = last if "=" in last or _NUMBER.fullmatch(_DECORATION.sub("", last)) else None
+    if found is None:
+        return None
+    found = _DECORATION.sub("", found.rsplit("=", 1)[-1])
+    # "18 dollars", "12 eggs": the number with its unit in words (math-verify reads some words as symbols).
+    unit = _NUMBER_IN_WORDS.match(found)
+    return (unit.group(1) if unit else found) or None
+
+
+def _normalise(text: str) -> str:
+    text = re.sub(r"\\(?:left|right|,|;|!|\s)", "", text)
+    for old, new in (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("×", "*"), ("·", "*"), ("÷", "/")):
+        text = text.replace(old, new)
+    return re.sub(r"[\s$]", "", text)
+
+
+def copied_from_question(answer: str, question: str | None) -> bool:
+    """Whether ``answer`` is an expression (an operation, not a lone number) that the question already contains:
+    ``617 + 716`` for "What is 617 + 716?". Restating the problem is not solving it."""
+    if not question or not _OPERATION.search(answer):
+        return False
+    return _normalise(answer) in _normalise(question)
+
+
+def stated_answer(completion: str, question: str | None = None) -> str | None:
+    r"""The answer a completion states, after its reasoning: the last non-empty ``\boxed{}``, else an explicit
+    final statement ("the answer is 1333", "Answer: 12", a last line "... = 1333"). None when it states none, or
+    when what it states is an expression copied from ``question``."""
+    answer_text = strip_reasoning(completion)
+    if not answer_text:
+        return None
+    boxed = [b for b in extract_boxed(answer_text) if b]
+    answer = boxed[-1] if boxed else _statement(answer_text)
+    if answer is None or copied_from_question(answer, question):
+        return None
+    return answer
+
+
+def final_number(answer: str) -> float | None:
+    r"""The one number a stated answer gives: ``"1,333"``, ``"\$12.50"``, ``"5 apples"``, ``"x = 7"`` (the
+    right-hand side of the last "="). None for an expression (``"617 + 716"``, ``"1/2"``) or when no number is
+    stated."""
+    text = answer.rsplit("=", 1)[-1]
+    text = re.sub(r"\\text\{[^{}]*\}|\\[a-zA-Z]+|\\[$%,;! ]", " ", text)
+    if _OPERATION.search(re.sub(r"[a-zA-Z]+", "", text)):
+        return None
+    numbers = _NUMBER.findall(text)
+    return float(numbers[0].replace(",", "")) if numbers else None
+
+
 def math_answer(completion: str) -> str | None:
     r"""The final answer shown for a completion: the last non-empty ``\boxed{}`` after the reasoning, else None.
 
-    ``verify_math`` judges this same box; only when nothing is boxed does it fall back, like LightEval, to
-    math-verify's "final answer is …" / "Answer: …" / trailing-expression extraction.
+    ``verify_math`` judges this same box; when nothing is boxed, :func:`stated_answer` reads the explicit final
+    statement instead (and the ``lighteval`` rule math-verify's own fallbacks).
     """
     boxed = [b for b in extract_boxed(strip_reasoning(completion)) if b]
     return boxed[-1] if boxed else None
@@ -138,42 +224,83 @@ def _parse_prediction(answer_text: str, *, boxed_only: bool, last_boxed: bool) -
     return parse(answer_text, extraction_config=config, parsing_timeout=_timeouts())
 
 
-def verify_math(gold: str, completion: str, *, boxed_only: bool = False, last_boxed: bool = True) -> bool:
-    r"""Whether a completion's final answer equals ``gold``, judged by math-verify.
+def score_math(
+    gold: str,
+    completion: str,
+    *,
+    question: str | None = None,
+    rule: str = "stated",
+    boxed_only: bool = False,
+    last_boxed: bool = True,
+) -> tuple[str | None, bool]:
+    r"""(the answer read, whether it equals ``gold``) for one completion, under ``rule`` (``MATH_RULES``).
 
     - The reasoning is stripped first (``strip_reasoning``): a box inside the think block never counts.
-    - The gold is parsed as LaTeX/expression (wrapped in ``$…$`` if bare, since math-verify only finds bare
-      ``\dfrac``/intervals inside math delimiters); if it cannot be parsed it is compared as a string, as
-      LightEval does.
-    - The prediction: with ``last_boxed=True`` (default) only the last non-empty ``\boxed{}`` is handed to
-      math-verify, like a human grader reading the final box. ``last_boxed=False`` hands the whole answer part
-      to math-verify as LightEval does; then several boxes *without* ``$`` delimiters are read as one set
-      (``\boxed{3} … \boxed{7}`` → {3, 7}), while ``$\boxed{3}$ … $\boxed{7}$`` gives 7: an inconsistency we
-      avoid by default.
-    - With nothing boxed, math-verify's own fallbacks ("final answer is X", "Answer: X", then the last
-      expression) are used, as in open-r1/LightEval; ``boxed_only=True`` counts such answers as wrong.
+    - ``stated``: the last ``\boxed{}``, else the explicit final statement (:func:`stated_answer`), judged by
+      math-verify; an expression copied from ``question`` counts as wrong.
+    - ``number``: the same answer reduced to its number (:func:`final_number`), compared with a numeric gold to 6
+      decimal places; a gold that is not a number is judged as under ``stated``.
+    - ``lighteval``: LightEval's reading: the last box, else math-verify's own fallbacks on the whole answer
+      ("final answer is X", "Answer: X", then the last expression anywhere, evaluated), with no question check.
+    - ``last_boxed=False`` hands the whole answer part to math-verify as LightEval does, so several boxes
+      *without* ``$`` delimiters are read as one set (``\boxed{3} … \boxed{7}`` → {3, 7}), while
+      ``$\boxed{3}$ … $\boxed{7}$`` gives 7: an inconsistency the default avoids. ``boxed_only=True`` counts any
+      answer without a box as wrong.
 
-    Numbers are compared to 6 decimal places (LightEval's precision). Never raises: parse errors and timeouts
-    count as wrong. math-verify's timeout uses ``signal.alarm``, which only works in the main thread, so off it
-    the timeout is disabled and the caller must bound the time (e.g. a process pool with a timeout).
+    The gold is parsed as LaTeX/expression (wrapped in ``$…$`` if bare, since math-verify only finds bare
+    ``\dfrac``/intervals inside math delimiters), or compared as a string when it cannot be parsed, as LightEval
+    does. Numbers are compared to 6 decimal places (LightEval's precision). Never raises: parse errors and timeouts
+    count as wrong. math-verify's timeout uses ``signal.alarm``, which only works in the main thread, so off it the
+    timeout is disabled and the caller must bound the time (e.g. a process pool with a timeout).
     """
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
+    if rule not in MATH_RULES:
+        raise ValueError(f"unknown maths rule {rule!r}; use one of {list(MATH_RULES)}")
     answer_text = strip_reasoning(completion)
     if not answer_text:
-        return False
+        return None, False
+    boxed = [b for b in extract_boxed(answer_text) if b]
+    if boxed_only and not boxed:
+        return None, False
+    if rule == "lighteval":
+        answer, prediction = (boxed[-1] if boxed else None), answer_text
+    else:
+        answer = stated_answer(answer_text, question)
+        if answer is None:
+            return (boxed[-1] if boxed else None), False
+        prediction = answer_text if boxed else f"\\boxed{{{answer}}}"
+        if rule == "number":
+            expected = final_number(str(gold))
+            if expected is not None and _NUMBER.fullmatch(str(gold).strip().replace("$", "")):
+                got = final_number(answer)
+                return answer, got is not None and round(got - expected, FLOAT_ROUNDING) == 0
     try:
         gold_parsed = _parse_gold(gold)
-        pred_parsed = _parse_prediction(answer_text, boxed_only=boxed_only, last_boxed=last_boxed)
+        pred_parsed = _parse_prediction(prediction, boxed_only=boxed_only, last_boxed=last_boxed)
         if not pred_parsed:
-            return False
-        return bool(
-            verify(gold_parsed, pred_parsed, float_rounding=FLOAT_ROUNDING, timeout_seconds=_timeouts())
-        )
+            return answer, False
+        ok = verify(gold_parsed, pred_parsed, float_rounding=FLOAT_ROUNDING, timeout_seconds=_timeouts())
+        return answer, bool(ok)
     except (Exception, TimeoutException):  # TimeoutException derives from BaseException
         logger.debug("math-verify failed on gold=%r", gold, exc_info=True)
-        return False
+        return answer, False
+
+
+def verify_math(
+    gold: str,
+    completion: str,
+    *,
+    boxed_only: bool = False,
+    last_boxed: bool = True,
+    question: str | None = None,
+    rule: str = "stated",
+) -> bool:
+    """Whether a completion's final answer equals ``gold`` (see :func:`score_math` for the rules)."""
+    return score_math(
+        gold, completion, question=question, rule=rule, boxed_only=boxed_only, last_boxed=last_boxed
+    )[1]
 
 
 # --------------------------------------------------------------------------------------------------------------
