@@ -2,22 +2,60 @@
 
 ``scripts/run_pipeline.py`` is the command-line face of ``run_pipeline``; the notebooks use ``load_run_recipe``
 to read what notebook 01 (or the runner) wrote, so any notebook can be re-run alone.
+
+A run folder never mixes a model or results with a recipe they were not made with: before any notebook runs, the
+runner compares the recipe it is about to write with the one already in ``runs/<run>/`` and stops, naming the keys,
+when a trained model or evaluation results would be reused under a different recipe. ``retrain`` and
+``re_evaluate`` move the old outputs aside (``runs/<run>/previous/<time>/``), never delete them.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve_local, run_dir
 
 RECIPE_FILE = "recipe.yaml"
-#: Executed notebooks that a new run of the pipeline would overwrite are moved here first.
+#: Executed notebooks that a new run of the pipeline would overwrite are moved here first (under notebooks/), and
+#: so are a run's training or evaluation outputs that ``retrain`` / ``re_evaluate`` replace (under the run folder).
 PREVIOUS_DIR = "previous"
+#: The label notebook 06 gives the base model's evaluation results (``eval/<benchmark>/base.json``).
+BASE_LABEL = "base"
+
+# Keys that decide how a run is laid out, logged or published, not what the trained model is. The batch layout
+# (processes x per-device batch x accumulation) counts as the same when its product, the global batch, is.
+_LAYOUT_KEYS = frozenset({"num_processes", "per_device_train_batch_size", "gradient_accumulation_steps"})
+_RUN_ONLY_KEYS = frozenset(
+    {
+        "accelerate_config", "assets", "run_name", "output_dir", "logging_dir", "logging_steps",
+        "logging_strategy", "logging_first_step", "log_level", "log_level_replica", "disable_tqdm", "report_to",
+        "save_strategy", "save_steps", "save_total_limit", "save_only_model", "push_to_hub", "hub_model_id",
+        "hub_model_revision", "hub_strategy", "hub_private_repo", "hub_token", "callbacks", "wandb_entity",
+        "wandb_project", "wandb_run_group", "dataloader_num_workers", "dataset_num_proc", "benchmarks",
+        "learning_curve", "eval_batch_size",
+    }
+)  # fmt: skip
+# Keys that change what an evaluation produces (the eval_batch_size only changes its speed).
+_EVAL_KEYS = frozenset(
+    {
+        "eval_n",
+        "eval_limit",
+        "eval_max_new_tokens",
+        "eval_temperature",
+        "eval_top_p",
+        "eval_top_k",
+        "eval_backend",
+    }
+)
 
 
 class PipelineError(RuntimeError):
@@ -33,18 +71,62 @@ class NotebookResult:
     error: str | None = None
 
 
+def _prefix(path: Path) -> str:
+    return path.name.split("_", 1)[0]
+
+
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks in order, optionally only those whose two-digit prefix is in ``only``."""
-    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks in order, optionally only those whose prefix is in ``only``.
+
+    The steps are ``00_`` to ``06_``; a notebook with a letter after its number (``03b_under_the_hood``) looks
+    inside a step and runs only when ``only`` names it.
+    """
+    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]*_*.ipynb"))
     if only:
         wanted = {o.strip().zfill(2) for o in only if o.strip()}
-        unknown = wanted - {p.name[:2] for p in found}
+        unknown = wanted - {_prefix(p) for p in found}
         if unknown:
             raise PipelineError(
                 f"No notebook numbered {sorted(unknown)}; there are {[p.name for p in found]}."
             )
-        found = [p for p in found if p.name[:2] in wanted]
-    return found
+        return [p for p in found if _prefix(p) in wanted]
+    return [p for p in found if _prefix(p).isdigit()]
+
+
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names a notebook's ``parameters`` cell assigns: the only values papermill should pass to it."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {
+                target.id
+                for node in tree.body
+                if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(target, ast.Name)
+            }
+    return set()
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["learning_rate=1e-4", "report_to=[tensorboard]"]`` -> recipe overrides, each value read as YAML (as in a
+    profile file). The loader validates them like the file's own keys."""
+    from open_r1_nb.config import RecipeError, parse_overrides
+
+    for item in items or []:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip() or key.startswith("-"):
+            raise RecipeError(
+                f"--set {item!r} is not a key=value pair. Fix: write --set key=value, e.g. --set learning_rate=1e-4 "
+                "(a list: --set 'report_to=[tensorboard]')",
+                key=item,
+                value=item,
+                fix="--set key=value",
+            )
+    return parse_overrides([f"--{item.strip()}" for item in items or []])
 
 
 def profile_path(profile: str | Path) -> Path:
@@ -68,15 +150,6 @@ def load_run_recipe(profile: str | Path, run_name: str = ""):
     return recipe.resolved_for_run()
 
 
-def _run_name(profile: str | Path, run_name: str = "") -> str:
-    """The run's name: ``run_name`` when given, else the profile's own (read without checking files)."""
-    if run_name:
-        return run_name
-    from open_r1_nb.config import load_recipe
-
-    return load_recipe(profile_path(profile), check_files=False).run_name
-
-
 def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | None = None):
     """Validate the profile and write ``runs/<run>/recipe.yaml``; return the resolved recipe."""
     from open_r1_nb.config import load_recipe, save_recipe
@@ -87,6 +160,153 @@ def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | 
     ).resolved_for_run()
     save_recipe(recipe, recipe.run_dir / RECIPE_FILE)
     return recipe
+
+
+def _recipe_values(recipe) -> dict[str, Any]:
+    """Every field of the recipe's four argument groups, as plain values (what a recipe file could say)."""
+    from open_r1_nb.config import _plain
+
+    values: dict[str, Any] = {}
+    for section in ("model", "script", "training", "pipeline"):
+        obj = getattr(recipe, section)
+        for f in dataclasses.fields(obj):
+            if f.init and f.name not in values:
+                values[f.name] = _plain(getattr(obj, f.name))
+    return values
+
+
+def recipe_differences(old, new) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """What changed between two recipes: ``(training, evaluation)``, each ``{key: (old value, new value)}``.
+
+    Training keys are those that change the trained model: everything but the run's layout, logging, saving and
+    publishing (``_RUN_ONLY_KEYS``) and the batch layout when it keeps the global batch. Evaluation keys are the
+    ``eval_*`` settings that change what an evaluation produces.
+    """
+    a, b = _recipe_values(old), _recipe_values(new)
+    training, evaluation = {}, {}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key) or key in _RUN_ONLY_KEYS:
+            continue
+        if key in _EVAL_KEYS:
+            evaluation[key] = (a.get(key), b.get(key))
+        elif key not in _LAYOUT_KEYS:
+            training[key] = (a.get(key), b.get(key))
+    if old.global_batch_size() != new.global_batch_size():
+        training["global batch"] = (old.global_batch_size(), new.global_batch_size())
+    return training, evaluation
+
+
+def _changes(diff: dict[str, tuple]) -> str:
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diff.items())
+
+
+def _has_training_outputs(run_folder: Path) -> bool:
+    return (run_folder / "model").exists() or any((run_folder / "checkpoints").glob("checkpoint-*"))
+
+
+def _has_evaluation_outputs(run_folder: Path) -> bool:
+    return any((run_folder / "eval").glob("*/*.json"))
+
+
+def check_reuse(run_folder: Path, new_recipe, retrain: bool = False, re_evaluate: bool = False) -> None:
+    """Stop before anything runs when ``runs/<run>/`` holds a model or results made with a different recipe.
+
+    Reusing them would put old results under the new recipe's name. The message names the keys and the fixes:
+    ``--retrain`` / ``--re-evaluate`` (the old outputs move to ``runs/<run>/previous/``), ``--fresh`` (the whole
+    run folder moves aside) or another ``--run-name``.
+    """
+    from open_r1_nb.config import load_recipe
+
+    saved = run_folder / RECIPE_FILE
+    trained = _has_training_outputs(run_folder)
+    evaluated = _has_evaluation_outputs(run_folder)
+    if not saved.exists() or not (trained or evaluated):
+        return
+    others = "--fresh (the whole run folder moves aside) or another --run-name"
+    try:
+        old = load_recipe(saved, check_files=False)
+    except Exception as err:  # a recipe file from an older version of the project, edited by hand, ...
+        raise PipelineError(
+            f"{run_folder} holds outputs, but its {RECIPE_FILE} cannot be read ({type(err).__name__}: {err}), so "
+            f"there is no telling whether they match this recipe. Fix: --retrain and --re-evaluate, or {others}."
+        ) from err
+    training, evaluation = recipe_differences(old, new_recipe)
+    if trained and training and not retrain:
+        raise PipelineError(
+            f"{run_folder} holds a model (or checkpoints) trained with a different recipe: {_changes(training)}. "
+            "Reusing it would report the old model under the new recipe. Fix: --retrain (the old model and its "
+            f"results move to {run_folder / PREVIOUS_DIR}/<time>/), or {others}."
+        )
+    # Retraining moves the trained model's results aside; the base model's stay, and are stale all the same.
+    stale = _base_results(run_folder) if retrain else evaluated
+    if stale and evaluation and not re_evaluate:
+        raise PipelineError(
+            f"{run_folder / 'eval'} holds results made with different evaluation settings: {_changes(evaluation)}. "
+            f"Fix: --re-evaluate (the old results move to {run_folder / PREVIOUS_DIR}/<time>/), or {others}."
+        )
+
+
+def _base_results(run_folder: Path) -> list[Path]:
+    return list((run_folder / "eval").glob(f"*/{BASE_LABEL}.*"))
+
+
+def _move_aside(
+    run_folder: Path, paths: list[Path], stamp: str | None, recipe_text: str | None
+) -> Path | None:
+    """Move ``paths`` (inside ``run_folder``) into ``run_folder/previous/<stamp>/``, keeping their relative place."""
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return None
+    target = _unused(run_folder / PREVIOUS_DIR / (stamp or _timestamp()))
+    for path in paths:
+        dest = target / path.relative_to(run_folder)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(dest)
+    if recipe_text is not None:
+        (target / RECIPE_FILE).write_text(recipe_text)
+    return target
+
+
+def _forget_metrics(run_folder: Path, keys: tuple[str, ...], target: Path | None) -> None:
+    """Copy metrics.json next to the outputs moved aside, then drop the keys that described them."""
+    path = run_folder / "metrics.json"
+    if target is None or not path.exists():
+        return
+    shutil.copy2(path, target / path.name)
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in metrics.items() if k not in keys}, indent=2))
+
+
+_EVAL_FIGURES = ("eval_comparison.png", "eval_lengths_*.png", "learning_curve.png", "report.md")
+
+
+def archive_training_outputs(
+    run_folder: Path, run_name: str, stamp: str | None = None, recipe_text: str | None = None
+) -> Path | None:
+    """Before training again: move the model, the checkpoints (else training would resume from the last one),
+    the log, and every result computed from them (the trained model's and the learning curve's evaluations, the
+    plots, the report) into ``runs/<run>/previous/<stamp>/``; the base model's results stay. Returns that folder.
+    ``recipe_text`` (the recipe they were made with) is written beside them."""
+    run_folder = Path(run_folder)
+    eval_dir = run_folder / "eval"
+    paths = [run_folder / name for name in ("model", "checkpoints", "train.log", "training_curves.png")]
+    paths += sorted(eval_dir.glob(f"*/{run_name}.*")) + sorted(eval_dir.glob("*/curve-*"))
+    paths += [p for pattern in _EVAL_FIGURES for p in sorted(run_folder.glob(pattern))]
+    target = _move_aside(run_folder, paths, stamp, recipe_text)
+    _forget_metrics(run_folder, ("train", "eval", "learning_curve"), target)
+    return target
+
+
+def archive_evaluation(
+    run_folder: Path, stamp: str | None = None, recipe_text: str | None = None
+) -> Path | None:
+    """Before evaluating again: move ``eval/`` (every model's results), the plots made from it and the report
+    into ``runs/<run>/previous/<stamp>/``. Returns that folder, or None when there was nothing to move."""
+    run_folder = Path(run_folder)
+    paths = [run_folder / "eval"] + [p for pattern in _EVAL_FIGURES for p in sorted(run_folder.glob(pattern))]
+    target = _move_aside(run_folder, paths, stamp, recipe_text)
+    _forget_metrics(run_folder, ("eval", "learning_curve"), target)
+    return target
 
 
 def _timestamp() -> str:
@@ -127,18 +347,47 @@ def archive_outputs(run_folder: Path, names: list[str], stamp: str | None = None
     return target
 
 
+KERNEL_DIED_ADVICE = (
+    "The notebook's kernel process died without a Python error, which almost always means the machine ran out of "
+    "memory (the kernel's OOM killer; `dmesg | tail` says for sure). Close other programs, or make the notebook's "
+    "work smaller: in evaluation, fewer sequences at once (--set eval_batch_size=16) or fewer problems "
+    "(--set eval_limit=10). Training runs in its own processes and reports its own memory errors."
+)
+
+
 def _describe_failure(err: Exception) -> str:
     # papermill's execution error carries the cell index and the exception's name and value.
     cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     where = f"cell {cell}" if cell is not None else "a cell"
-    return f"{where}: {ename}: {evalue}"
+    detail = f"{where}: {ename}: {evalue}"
+    if ename == "DeadKernelError" or "Kernel died" in str(evalue):
+        detail += f"\n{KERNEL_DIED_ADVICE}"
+    return detail
+
+
+def kernel_config():
+    """Kernel-manager settings for the notebooks' kernels: CurveZMQ keys on the kernel's channels.
+
+    jupyter_client connects to a kernel over local TCP ports, and ipykernel 7 warns on every start that this is
+    unencrypted ("Kernel is running over TCP without encryption"). With ``transport_encryption: auto`` the manager
+    gives the kernel CurveZMQ keys when its kernelspec declares support (ipykernel's does), so the channels are
+    encrypted and the warning has no cause. A kernel or a libzmq without CurveZMQ keeps plain TCP, and its warning.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if not zmq.has("curve") or not KernelManager.class_traits().get("transport_encryption"):
+        return None
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: str | None = None) -> None:
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    config = kernel_config()
     pm.execute_notebook(
         str(notebook),
         str(output),
@@ -148,6 +397,7 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: st
         progress_bar=False,
         log_output=False,
         request_save_on_cell_execute=True,
+        **({"config": config} if config is not None else {}),
     )
 
 
@@ -204,6 +454,23 @@ class Heartbeat:
         self._thread.join()
 
 
+def _validate(profile: str | Path, overrides: dict[str, Any]):
+    """The profile with the overrides, checked like a profile file (files not yet: assets come first). An error
+    caused by an override says so."""
+    from open_r1_nb.config import RecipeError, load_recipe
+
+    try:
+        return load_recipe(profile_path(profile), overrides=overrides or None, check_files=False)
+    except RecipeError as err:
+        given = {k: v for k, v in overrides.items() if k != "run_name"}
+        if not given:
+            raise
+        load_recipe(
+            profile_path(profile), check_files=False
+        )  # the profile alone: its own error, if it has one
+        raise RecipeError(f"command-line overrides {given}: {err}", err.key, err.value, err.fix) from None
+
+
 def run_pipeline(
     profile: str | Path,
     only: list[str] | None = None,
@@ -211,47 +478,98 @@ def run_pipeline(
     kernel_name: str | None = None,
     echo=print,
     fresh: bool = False,
+    overrides: dict[str, Any] | None = None,
+    num_processes: int | None = None,
+    retrain: bool = False,
+    re_evaluate: bool = False,
 ) -> list[NotebookResult]:
     """Execute the notebooks in order into ``runs/<run>/notebooks/``; stop at the first failure.
 
     The recipe is validated and written before any notebook starts, so a bad profile fails in seconds.
+    ``overrides`` change recipe keys (``--set key=value``), validated like the file's own; ``num_processes``
+    launches that many training processes and changes ``gradient_accumulation_steps`` to keep the global batch.
 
     Running again on an existing run folder loses nothing: the executed notebooks about to be replaced move to
     ``runs/<run>/notebooks/previous/<timestamp>/`` with the recipe they ran with, a finished model is not trained
-    again (notebook 04), and metrics are merged. ``fresh=True`` starts the run over: the whole old run folder
-    moves aside to ``runs/<run>.previous-<timestamp>/`` (never deleted).
+    again (notebook 04), evaluation results are reused (notebook 06), and metrics are merged. A model or results
+    made with a different recipe stop the run before anything starts (:func:`check_reuse`). ``retrain=True``
+    moves the model, checkpoints and their results to ``runs/<run>/previous/<timestamp>/`` so notebook 04 trains
+    from the start; ``re_evaluate=True`` moves ``eval/`` there so notebook 06 evaluates again. ``fresh=True``
+    starts the run over: the whole old run folder moves aside to ``runs/<run>.previous-<timestamp>/``. Nothing is
+    ever deleted.
     """
-    from open_r1_nb import assets
-    from open_r1_nb.config import load_recipe
+    from open_r1_nb import assets, launch
+
+    overrides = dict(overrides or {})
+    if "run_name" in overrides:
+        run_name = run_name or str(overrides["run_name"])
+    if run_name:
+        overrides["run_name"] = run_name
+    selected = notebooks(only)
+    prefixes = {_prefix(nb) for nb in selected}
+    for flag, needed_step, what in (
+        (retrain, "04", "--retrain trains again in notebook 04"),
+        (re_evaluate, "06", "--re-evaluate evaluates again in notebook 06"),
+    ):
+        if flag and needed_step not in prefixes:
+            raise PipelineError(f"{what}, which --only leaves out. Fix: add {needed_step} to --only.")
+    planned = _validate(profile, overrides)
+    if num_processes is not None:
+        if num_processes < 1:
+            raise PipelineError(f"--num-processes {num_processes}: launch at least 1 training process.")
+        accumulation, message = launch.adjust_accumulation(
+            planned.training.per_device_train_batch_size,
+            planned.training.gradient_accumulation_steps,
+            planned.num_processes,
+            num_processes,
+        )
+        overrides.update(num_processes=num_processes, gradient_accumulation_steps=accumulation)
+        planned = _validate(profile, overrides)
+        echo(f"  --num-processes {num_processes}: " + (message or "the recipe's own number of processes"))
 
     # The profile's offline assets are built first (cached, so instant the second time): validating the recipe
     # checks that its local model and data exist.
-    needed = load_recipe(profile_path(profile), check_files=False).pipeline.assets
     extra_times: dict[str, float] = {}
-    if needed:
+    if planned.pipeline.assets:
         t0 = time.perf_counter()
-        assets.prepare(list(needed))
+        assets.prepare(list(planned.pipeline.assets))
         extra_times["assets"] = time.perf_counter() - t0
         echo(f"  {'assets':<28} ok    {extra_times['assets']:6.1f} s")
-    selected = notebooks(only)
     stamp = _timestamp()
-    target = run_dir(_run_name(profile, run_name))
+    target = run_dir(planned.run_name)
     old_recipe = target / RECIPE_FILE
     old_recipe_text = old_recipe.read_text() if old_recipe.exists() and not fresh else None
     if fresh:
         # Validate before anything moves: a bad profile must not leave the user without the old run in place.
-        load_recipe(profile_path(profile), overrides={"run_name": run_name} if run_name else None)
+        from open_r1_nb.config import load_recipe
+
+        load_recipe(profile_path(profile), overrides=overrides or None)
         moved = archive_run_dir(target, stamp)
         if moved is not None:
             echo(f"  starting over: the previous run folder is now {moved}")
-    recipe = write_run_recipe(profile, run_name)
+    else:
+        check_reuse(target, planned, retrain=retrain, re_evaluate=re_evaluate)
+    if (
+        re_evaluate
+    ):  # first: it moves all of eval/, then retraining has only the model and the log left to move
+        moved = archive_evaluation(target, stamp, old_recipe_text)
+        if moved is not None:
+            echo(f"  evaluating again: the previous results are in {moved}")
+    if retrain:
+        moved = archive_training_outputs(target, planned.run_name, stamp, old_recipe_text)
+        if moved is not None:
+            echo(f"  training again: the previous model, checkpoints and their results are in {moved}")
+    recipe = write_run_recipe(profile, overrides=overrides)
     out_dir = recipe.run_dir / "notebooks"
     archived = archive_outputs(recipe.run_dir, [nb.name for nb in selected], stamp)
     if archived is not None:
         if old_recipe_text is not None:
             (archived / RECIPE_FILE).write_text(old_recipe_text)
         echo(f"  previous executed notebooks kept in {archived}")
-    params = {"profile": str(profile_path(profile)), "run_name": recipe.run_name}
+    for note in recipe.notes:
+        if note.startswith("override"):
+            echo(f"  {note}")
+    values = {"profile": str(profile_path(profile)), "run_name": recipe.run_name, "overrides": overrides}
     echo(f"run {recipe.run_name!r} -> {recipe.run_dir}")
     results: list[NotebookResult] = []
     start = time.perf_counter()
@@ -259,6 +577,7 @@ def run_pipeline(
         output = out_dir / nb.name
         t0 = time.perf_counter()
         try:
+            params = {k: v for k, v in values.items() if k in notebook_parameters(nb)}
             with Heartbeat(nb.stem, recipe.run_dir, echo):
                 run_notebook(nb, output, params, kernel_name)
         except Exception as err:  # papermill raises its own error type; any failure stops the run here
