@@ -461,7 +461,8 @@ class SFTConfig(trl.SFTConfig):
                 self.__dict__["_setup_deferred"] = True
                 raise RecipeError(
                     f"These training arguments cannot run on this machine: {exc} Fix: run the recipe on the "
-                    "hardware its header names, or for a CPU run set use_cpu: true and bf16: false.",
+                    "hardware its header names, or for a CPU run set use_cpu: true and bf16: false."
+                    + _older_gpu_hint(str(exc)),
                     key="bf16" if "bf16" in str(exc) else None,
                     value=self.bf16,
                     fix="use the hardware the recipe is sized for",
@@ -1679,6 +1680,16 @@ def _runtime_notes(recipe: Recipe, notes: list[str]) -> None:
             )
 
 
+def _older_gpu_hint(message: str) -> str:
+    """What to do on a GPU that transformers refuses bf16 on: fp16 mixed precision, which those GPUs have."""
+    if "support bf16" not in message:
+        return ""
+    return (
+        " On a GPU without bf16 (older than Ampere: V100, T4), train in fp16 instead: bf16: false and fp16: true "
+        "(scripts/run_pipeline.py … --set bf16=false --set fp16=true)."
+    )
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX on x86; bf16 on Arm)."""
     import torch
@@ -1742,7 +1753,8 @@ def load_recipe(
         raise RecipeError(
             f"{where}: transformers/trl refused the recipe{f' (key `{key}`)' if key else ''}: {message}. Fix: change "
             "the key the message names"
-            + (" (the hardware checks ran because setup_devices=True)" if setup_devices else ""),
+            + (" (the hardware checks ran because setup_devices=True)" if setup_devices else "")
+            + ("." + _older_gpu_hint(message) if _older_gpu_hint(message) else ""),
             key=key,
             value=data.get(key) if key else None,
             fix="change the key the message names",

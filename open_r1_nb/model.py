@@ -3,7 +3,8 @@
 Two mistakes make a distilled model useless while the loss looks fine: an EOS that is not the chat template's
 end-of-turn token (the model learns to end turns with a token generation never stops on), and a pad token equal
 to EOS (collators that mask padding by token id then mask every EOS out of the loss, and the model never learns to
-stop; open-r1 #604). ``get_tokenizer`` derives the EOS from the template and gives padding a token of its own.
+stop; open-r1 issues #492 and #603). ``get_tokenizer`` derives the EOS from the template and gives padding a token
+of its own, and says when the template prompts differently from how it writes a training row.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,29 @@ def end_of_turn_token(tokenizer) -> str | None:
     return None
 
 
+def generation_prompt_mismatch(tokenizer) -> str | None:
+    """Why prompting with the chat template would not start the way a training row does, or None when it would.
+
+    Evaluation renders the question with ``add_generation_prompt=True`` and lets the model write the rest, so that
+    prompt must be the start of the row the model was trained on. Templates that prefill the answer (DeepSeek-R1's
+    distilled models open it with ``<think>``) or open the assistant's turn differently break this silently.
+    """
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        row = tokenizer.apply_chat_template(turns, tokenize=False)
+        prompt = tokenizer.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
+    except Exception:  # a template that refuses this shape has no answer to give here
+        return None
+    if _SENTINEL not in row or row.startswith(prompt):
+        return None
+    shared = len(os.path.commonprefix([row, prompt]))
+    return (
+        f"warning: the chat template opens the assistant's turn as {prompt[shared:]!r} when prompting but as "
+        f"{row[shared : row.index(_SENTINEL)]!r} in a training row, so evaluation prompts do not start like the rows "
+        "the model is trained on; use a chat_template that renders both the same way"
+    )
+
+
 def prepare_tokenizer(tokenizer, chat_template: str | None = None, eos_token: str | None = None) -> list[str]:
     """Fix the chat template, EOS and pad of ``tokenizer`` in place; return one note per change, in words."""
     notes: list[str] = []
@@ -93,6 +118,8 @@ def prepare_tokenizer(tokenizer, chat_template: str | None = None, eos_token: st
             tokenizer.add_special_tokens({"additional_special_tokens": missing})
         tokenizer.chat_template = CHATML_TEMPLATE
         notes.append("chat template: the tokenizer has none, so ChatML was applied (as open-r1 does)")
+    if mismatch := generation_prompt_mismatch(tokenizer):
+        notes.append(mismatch)
 
     template_eos = end_of_turn_token(tokenizer)
     wanted = eos_token or template_eos
