@@ -12,7 +12,9 @@ Facts this module relies on (checked with accelerate 1.15, torch 2.13 CPU, trans
 - Under that launcher on a machine without CUDA, each rank becomes a gloo rank (``MULTI_CPU``) only when it asks
   for the CPU: ``TrainingArguments(use_cpu=True)`` or ``ACCELERATE_USE_CPU=true`` in its environment. Otherwise
   every rank silently trains alone as rank 0 of 1 (two duplicate runs writing one folder), so ``launch_env``
-  sets ``ACCELERATE_USE_CPU=true`` whenever CUDA is absent.
+  sets ``ACCELERATE_USE_CPU=true`` whenever CUDA is absent. That is right for a CPU recipe only: a GPU recipe
+  (no ``use_cpu: true``) on a node where torch finds no CUDA, typically a driver older than torch's CUDA build
+  needs, would train on the CPU without a word, so ``launch`` refuses it first (``check_cuda_for``).
 - The Trainer prints its logs as Python dict reprs whose float values are strings with 4 significant digits:
   ``{'loss': '4.864', 'grad_norm': '0.812', 'learning_rate': '0.001', 'epoch': '0.25'}``, without the step.
 - torchrun starts every rank in its own session, so killing our child's process group does not reach the
@@ -221,6 +223,100 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+# The oldest NVIDIA driver branch each CUDA major version runs on (minor-version compatibility): torch 2.13.0's
+# PyPI wheel for Linux x86_64 is built for CUDA 13.0, so it needs R580; CUDA 12.x builds run on R525 and newer.
+MIN_DRIVER_FOR_CUDA = {13: 580, 12: 525, 11: 450}
+_DRIVER_VERSION = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA kernel driver's version (e.g. ``550.54.15``), or None when there is none."""
+    with contextlib.suppress(OSError):
+        found = _DRIVER_VERSION.search(Path("/proc/driver/nvidia/version").read_text())
+        if found:
+            return found.group(1)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        lines = out.stdout.split()
+        if out.returncode == 0 and lines:
+            return lines[0]
+    return None
+
+
+def cuda_problem() -> str | None:
+    """Why torch sees no CUDA device here, with the fix, in words; None when it sees one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    built = torch.version.cuda
+    if built is None:
+        return (
+            f"torch {torch.__version__} is a CPU-only build. On the GPU node install the CUDA build: "
+            "`conda env create -f environment.yml`, or `pip install torch==2.13.0` from PyPI (built for CUDA 13.0)."
+        )
+    driver = nvidia_driver_version()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if driver is None:
+        return (
+            f"torch {torch.__version__} is built for CUDA {built}, but no NVIDIA driver is loaded here (no "
+            "/proc/driver/nvidia/version, no nvidia-smi): this is not a GPU node, or the job was given no GPU "
+            "(under Slurm: --gres=gpu:N)."
+        )
+    needed = MIN_DRIVER_FOR_CUDA.get(int(built.split(".")[0]))
+    if needed and int(driver.split(".")[0]) < needed:
+        return (
+            f"torch {torch.__version__} is built for CUDA {built}, which needs an NVIDIA driver R{needed} or newer; "
+            f"this machine's driver is {driver}. Fix: upgrade the driver to R{needed}+, or install a torch 2.13.0 "
+            "built for a CUDA this driver runs (R525+: CUDA 12.x, from PyTorch's cu128 or cu126 index where it "
+            "publishes that build; environment.yml shows the command), with a vLLM built for the same CUDA."
+        )
+    return (
+        f"torch {torch.__version__} (CUDA {built}) with NVIDIA driver {driver} finds no usable GPU"
+        + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+        + ": check `nvidia-smi` and that the GPUs are visible to this process."
+    )
+
+
+class CudaUnavailableError(RuntimeError):
+    """A GPU recipe was launched where torch finds no CUDA device; the message says why and what to do."""
+
+
+def wants_gpu(recipe_path: str | os.PathLike, accelerate_config: str | os.PathLike) -> bool:
+    """Whether the launch is meant for GPUs: neither the accelerate config nor the recipe says ``use_cpu: true``."""
+    import yaml
+
+    for path in (accelerate_config_path(accelerate_config), _absolute(recipe_path)):
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            data = yaml.safe_load(Path(path).read_text())
+            if isinstance(data, dict) and data.get("use_cpu") is True:
+                return False
+    return True
+
+
+def check_cuda_for(recipe_path: str | os.PathLike, accelerate_config: str | os.PathLike) -> None:
+    """Refuse a GPU launch without CUDA, before anything starts.
+
+    Without this the ranks would not fail: with no CUDA device, accelerate and the Trainer fall back to the CPU and
+    train a GPU recipe there, slowly and silently (a driver too old for torch's CUDA build is the usual cause).
+    """
+    if not wants_gpu(recipe_path, accelerate_config):
+        return
+    problem = cuda_problem()
+    if problem:
+        name = Path(accelerate_config).stem
+        raise CudaUnavailableError(
+            f"This launch is for GPUs (accelerate config {name!r}, no use_cpu: true in the recipe), but CUDA is not "
+            f"available, and the ranks would train on the CPU instead. {problem} To train on the CPU on purpose, "
+            "use a CPU profile (use_cpu: true with accelerate_config cpu_1proc or cpu_2proc)."
+        )
 
 
 def launch_env(*, cpu: bool | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -469,6 +565,7 @@ def launch(
     for what, p in (("recipe", recipe_path), ("accelerate config", config)):
         if not p.is_file():
             raise FileNotFoundError(f"{what} not found: {p}")
+    check_cuda_for(recipe_path, config)
     chosen = free_port(port) if num_processes > 1 else None
     if chosen is not None and chosen != port:
         print(f"[launch] port {port} is busy (another run?); using {chosen} for the rendezvous.", flush=True)

@@ -142,7 +142,7 @@ def test_free_port_avoids_a_busy_port() -> None:
 def test_launch_replaces_a_busy_port_and_logs_next_to_the_recipe(tmp_path: Path, monkeypatch, capsys) -> None:
     recipe, config = tmp_path / "recipe.yaml", tmp_path / "cpu.yaml"
     recipe.write_text("{}")
-    config.write_text("distributed_type: MULTI_GPU\n")
+    config.write_text("distributed_type: MULTI_GPU\nuse_cpu: true\n")
     calls = []
     monkeypatch.setattr(launch, "run", lambda cmd, log_path, **kw: calls.append((cmd, log_path)))
     with socket.socket() as busy:
@@ -157,6 +157,69 @@ def test_launch_replaces_a_busy_port_and_logs_next_to_the_recipe(tmp_path: Path,
     assert f"port {port} is busy" in out and "$ " in out
     with pytest.raises(FileNotFoundError):
         launch.launch(tmp_path / "missing.yaml", config, 2)
+
+
+# ------------------------------------------------------------------------------------- a GPU recipe without CUDA
+def _gpu_launch(tmp_path: Path, monkeypatch, *, recipe_text: str = "{}") -> tuple[list, Path, Path]:
+    """A recipe and a ZeRO-3-style accelerate config (no use_cpu), with ``run`` replaced by a recorder."""
+    recipe, config = tmp_path / "recipe.yaml", tmp_path / "zero3.yaml"
+    recipe.write_text(recipe_text)
+    config.write_text("distributed_type: DEEPSPEED\nuse_cpu: false\nnum_processes: 8\n")
+    calls: list = []
+    monkeypatch.setattr(launch, "run", lambda cmd, log_path, **kw: calls.append(cmd))
+    return calls, recipe, config
+
+
+def _no_cuda(monkeypatch, built: str | None, driver: str | None) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", built)
+    monkeypatch.setattr(launch, "nvidia_driver_version", lambda: driver)
+
+
+def test_gpu_launch_with_a_driver_too_old_for_torch_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    calls, recipe, config = _gpu_launch(tmp_path, monkeypatch)
+    _no_cuda(monkeypatch, built="13.0", driver="550.54.15")
+    with pytest.raises(launch.CudaUnavailableError) as err:
+        launch.launch(recipe, config, 8)
+    message = str(err.value)
+    assert calls == [], "the launch ran: its ranks would have trained on the CPU"
+    assert "CUDA 13.0" in message and "R580" in message and "550.54.15" in message
+    assert "cu128" in message and "environment.yml" in message
+    assert "zero3" in message and "use_cpu: true" in message
+
+
+def test_gpu_launch_with_a_cpu_build_of_torch_says_so(tmp_path, monkeypatch):
+    calls, recipe, config = _gpu_launch(tmp_path, monkeypatch)
+    _no_cuda(monkeypatch, built=None, driver="580.65.06")
+    with pytest.raises(launch.CudaUnavailableError, match="CPU-only build") as err:
+        launch.launch(recipe, config, 8)
+    assert "environment.yml" in str(err.value) and calls == []
+
+
+def test_gpu_launch_on_a_machine_without_a_driver_says_so(tmp_path, monkeypatch):
+    calls, recipe, config = _gpu_launch(tmp_path, monkeypatch)
+    _no_cuda(monkeypatch, built="13.0", driver=None)
+    with pytest.raises(launch.CudaUnavailableError, match="no NVIDIA driver") as err:
+        launch.launch(recipe, config, 8)
+    assert "--gres=gpu" in str(err.value) and calls == []
+
+
+def test_cpu_recipe_with_a_gpu_config_still_launches(tmp_path, monkeypatch):
+    calls, recipe, config = _gpu_launch(tmp_path, monkeypatch, recipe_text="use_cpu: true\n")
+    _no_cuda(monkeypatch, built="13.0", driver=None)
+    launch.launch(recipe, config, 1)
+    assert len(calls) == 1
+
+
+def test_driver_version_is_read_from_both_kernel_module_flavours():
+    proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024"
+    open_module = (
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder@U16)"
+    )
+    assert launch._DRIVER_VERSION.search(proprietary).group(1) == "550.54.15"
+    assert launch._DRIVER_VERSION.search(open_module).group(1) == "580.65.06"
 
 
 # ------------------------------------------------------------------------------------------------- secrets
