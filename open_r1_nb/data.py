@@ -484,7 +484,7 @@ def heldout_examples(args, n: int = 3, split: str = "test") -> list[list[dict]]:
 # ------------------------------------------------------------------------------- preparing for training
 
 
-def _lengths(dataset, tokenizer, column: str, num_proc: int | None) -> np.ndarray:
+def _count_lengths(dataset, tokenizer, column: str, num_proc: int | None) -> np.ndarray:
     """``token_lengths``, spread over ``num_proc`` processes for large datasets."""
     if not num_proc or num_proc < 2 or len(dataset) < 10_000 or not hasattr(dataset, "map"):
         return token_lengths(dataset, tokenizer, column)
@@ -500,6 +500,36 @@ def _lengths(dataset, tokenizer, column: str, num_proc: int | None) -> np.ndarra
         count, batched=True, num_proc=num_proc, remove_columns=dataset.column_names, desc="Counting tokens"
     )
     return np.asarray(counted["n_tokens"], dtype=np.int64)
+
+
+def _lengths(dataset, tokenizer, column: str, num_proc: int | None) -> np.ndarray:
+    """Token lengths of ``dataset``, counted once per launch.
+
+    Under ``accelerate launch`` every rank prepares the same data. Counting on each would multiply the work by the
+    number of ranks (8 tokenizations of Mixture-of-Thoughts on one node, each rank's ``num_proc`` workers competing
+    for the same cores), so the first process counts and broadcasts the lengths; the others wait in the broadcast
+    (within the process group's timeout, ``ddp_timeout``: 30 minutes by default) and receive them. An error on the
+    first process reaches every rank instead of leaving them waiting.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return _count_lengths(dataset, tokenizer, column, num_proc)
+    payload: list[Any] = [None]
+    failure: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload[0] = ("lengths", _count_lengths(dataset, tokenizer, column, num_proc))
+        except Exception as err:
+            failure = err
+            payload[0] = ("error", f"{type(err).__name__}: {err}")
+    dist.broadcast_object_list(payload, src=0)
+    kind, value = payload[0]
+    if kind == "error":
+        if failure is not None:
+            raise failure
+        raise RuntimeError(f"the first process failed while counting tokens: {value}")
+    return np.asarray(value, dtype=np.int64)
 
 
 def _where_it_ends(tokenizer, messages: list[dict]) -> tuple[int | None, int]:
