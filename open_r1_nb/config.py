@@ -1660,7 +1660,8 @@ def _runtime_notes(recipe: Recipe, notes: list[str]) -> None:
     if m.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         notes.append(
             "attn_implementation: flash_attention_2 needs the flash-attn package, which is not installed here "
-            "(the model step falls back to sdpa)."
+            "(on a GPU the model step then uses transformers' Hub kernel if the `kernels` package is installed, "
+            "else sdpa)."
         )
     if t.bf16 and t.use_cpu and not cpu_supports_bf16():
         # bf16 autocast halves the step time on a CPU with bf16 units (measured: docs/performance.md); without them

@@ -28,7 +28,8 @@ CORE_PACKAGES = (
     "open_r1_nb",
 )
 OPTIONAL_PACKAGES = {
-    "flash-attn": ("flash_attn", "fast attention kernels for training on GPU (falls back to sdpa)"),
+    "flash-attn": ("flash_attn", "fast attention kernels for training on GPU (else kernels, else sdpa)"),
+    "kernels": ("kernels", "transformers' flash-attention kernel from the Hub, nothing to compile"),
     "vllm": ("vllm", "fast generation for evaluation on GPU"),
     "deepspeed": ("deepspeed", "ZeRO-2/3 for models that do not fit one GPU"),
     "liger-kernel": ("liger_kernel", "fused kernels that cut training memory (use_liger_kernel)"),
