@@ -574,6 +574,34 @@ class PipelineArguments:
         },
     )
 
+    # vLLM's engine for evaluation (notebook 06, scripts/evaluate.py, the evaluation after training): trl's names.
+    vllm_gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "Share of each GPU's memory vLLM takes (weights and KV cache); it refuses to start when less is "
+            "free. None: vLLM's default (0.92). vLLM's CPU build reads it as a share of the machine's memory; "
+            "unset there, the KV cache gets 1 GiB."
+        },
+    )
+    vllm_max_model_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Context window of the engine (prompt plus generated tokens). None: the model's own "
+            "(max_position_embeddings). A smaller window fits the KV cache on a smaller GPU."
+        },
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1,
+        metadata={"help": "GPUs that hold one copy of the model (1 suits a 7B model on an 80 GB GPU)."},
+    )
+    vllm_data_parallel_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Copies of the model, one process each over disjoint prompts. None: as many as the visible "
+            "GPUs hold (visible GPUs / vllm_tensor_parallel_size); on a CPU, one."
+        },
+    )
+
     def eval_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``open_r1_nb.evaluate.runner.EvalSettings``."""
         return {
@@ -585,6 +613,10 @@ class PipelineArguments:
             "top_k": self.eval_top_k,
             "backend": self.eval_backend,
             "batch_size": self.eval_batch_size,
+            "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            "vllm_max_model_length": self.vllm_max_model_length,
+            "vllm_tensor_parallel_size": self.vllm_tensor_parallel_size,
+            "vllm_data_parallel_size": self.vllm_data_parallel_size,
             "math_rule": self.eval_math_rule,
         }
 
@@ -1797,6 +1829,7 @@ def _check_benchmarks(recipe: Recipe, where: str) -> None:
             raise _error(
                 key, getattr(recipe.pipeline, key), "is negative", "use 0 (the default) or more", where
             )
+    _check_vllm(recipe.pipeline, where)
     if recipe.pipeline.eval_batch_size < 1:
         raise _error(
             "eval_batch_size",
@@ -1820,6 +1853,25 @@ def _check_benchmarks(recipe: Recipe, where: str) -> None:
                 f"save_total_limit {t.save_total_limit})",
                 "set save_strategy: steps, save_steps, and save_total_limit: null", where,
             )  # fmt: skip
+
+
+def _check_vllm(p: PipelineArguments, where: str) -> None:
+    util = p.vllm_gpu_memory_utilization
+    if util is not None and not 0 < util <= 1:
+        raise _error(
+            "vllm_gpu_memory_utilization", util, "is not a share in (0, 1]", "use e.g. 0.8, or null", where
+        )
+    for key in ("vllm_tensor_parallel_size", "vllm_data_parallel_size", "vllm_max_model_length"):
+        value = getattr(p, key)
+        if value is not None and value < 1:
+            raise _error(key, value, "is not positive", "use 1 or more, or null for vLLM's default", where)
+    length = p.vllm_max_model_length
+    if length is not None and p.eval_max_new_tokens and length <= p.eval_max_new_tokens:
+        raise _error(
+            "vllm_max_model_length", length,
+            f"leaves no room for a prompt before eval_max_new_tokens ({p.eval_max_new_tokens}) generated tokens",
+            "make it the longest prompt plus eval_max_new_tokens, or more", where,
+        )  # fmt: skip
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
