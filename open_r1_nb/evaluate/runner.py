@@ -32,6 +32,22 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 32
     math_rule: str = "auto"  # scoring.MATH_RULES, or auto: each benchmark's own (Benchmark.math_rule)
+    # vLLM's engine (trl's names; None: vLLM's default). Only the vllm backend reads them.
+    vllm_gpu_memory_utilization: float | None = None
+    vllm_max_model_length: int | None = None
+    vllm_tensor_parallel_size: int = 1
+    vllm_data_parallel_size: int | None = None  # None: as many copies as the visible GPUs hold (CPU: one)
+
+    def backend_options(self, backend: str) -> dict[str, Any]:
+        """What :func:`open_r1_nb.evaluate.generate.generate` passes to ``backend``: the vLLM engine settings."""
+        if backend != "vllm":
+            return {}
+        return {
+            "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            "max_model_len": self.vllm_max_model_length,
+            "tensor_parallel_size": self.vllm_tensor_parallel_size,
+            "data_parallel_size": self.vllm_data_parallel_size,
+        }
 
 
 def score_sample(problem: Problem, completion: str, math_rule: str = "stated") -> tuple[Any, bool]:
@@ -117,7 +133,8 @@ def evaluate_many(
         )
         prompts = [p.messages for _, problems in members for p in problems]
         start = time.perf_counter()
-        outputs = generate(model_dir, prompts, config, backend=backend)
+        # One engine per group, shut down before the next (vLLM: its processes and memory are gone).
+        outputs = generate(model_dir, prompts, config, backend=backend, **settings.backend_options(backend))
         seconds = time.perf_counter() - start
         group_tokens = sum(s.new_tokens for samples in outputs for s in samples)
         offset = 0
