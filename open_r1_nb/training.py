@@ -38,6 +38,13 @@ class TrainingPlan:
     def run(
         self, on_line: Callable[[str], Any] | None = None, env: dict | None = None
     ) -> launch.LaunchResult:
+        if env is None:
+            # A CPU recipe tells every rank to use the CPU; otherwise the ranks use the GPU torch finds (CUDA, or
+            # Apple's MPS, which accelerate must not be told to skip).
+            from open_r1_nb.hardware import mps_available
+
+            use_cpu = bool(self.recipe.training.use_cpu)
+            env = launch.launch_env(cpu=use_cpu or not (launch.cuda_available() or mps_available()))
         return launch.launch(
             self.recipe_path,
             self.recipe.accelerate_config_file(),
@@ -117,5 +124,12 @@ def training_summary(recipe, frame) -> dict[str, Any]:
         "global_batch": recipe.global_batch_size(),
         "peak_rss_mib": peak_child_rss_mib(),
     }
+    # The estimate the training made after its first steps, beside what it then took.
+    metrics_path = recipe.run_dir / "metrics.json"
+    estimate = json.loads(metrics_path.read_text()).get("estimate") if metrics_path.exists() else None
+    if estimate:
+        summary["estimated_training_s"] = estimate.get("training_s")
+        summary["estimated_total_s"] = estimate.get("total_s")
+        summary["estimate_after_steps"] = estimate.get("after_steps")
     merge_metrics(recipe.run_dir, {"train": summary})
     return summary

@@ -37,6 +37,12 @@ from benchmark_generation import CpuWatch  # noqa: E402  (scripts/ is on sys.pat
 
 from open_r1_nb import launch  # noqa: E402
 from open_r1_nb.config import load_recipe, parse_overrides, save_recipe  # noqa: E402
+from open_r1_nb.hardware import (  # noqa: E402
+    CPU_ISA_ENV,
+    apply_cpu_isa_from_env,
+    cpu_class,
+    emulate_cpu_isa,
+)
 from open_r1_nb.launch import parse_log_line  # noqa: E402
 from open_r1_nb.paths import REPO_ROOT  # noqa: E402
 
@@ -175,6 +181,28 @@ def generation_rows(
     return rows
 
 
+def parameter_count(model: str) -> int:
+    """Parameters of a local model folder, read from its safetensors headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    from open_r1_nb.paths import resolve_local
+
+    folder = resolve_local(model)
+    files = sorted(Path(folder).glob("*.safetensors")) if folder else []
+    if not files:
+        raise SystemExit(f"No safetensors weights in {model!r}: the benchmark needs a local model folder.")
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118  (a safetensors handle is not iterable)
+                shape = handle.get_slice(name).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                total += count
+    return total
+
+
 def _print_table(rows: list[dict]) -> None:
     keys = list(rows[0])
     widths = {k: max(len(k), *(len(str(r.get(k))) for r in rows)) for k in keys}
@@ -208,11 +236,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", default="", help="folder for the logs and the JSON (default: a temporary one)"
     )
+    parser.add_argument(
+        "--cpu-isa",
+        default=None,
+        choices=["avx2"],
+        help="measure as an AVX2-only CPU (no AVX-512, no bf16 units) would run, on a newer x86 CPU "
+        "(open_r1_nb.hardware.emulate_cpu_isa); also OPEN_R1_NB_CPU_ISA=avx2",
+    )
     args = parser.parse_args(argv)
+    if args.cpu_isa and os.environ.get(CPU_ISA_ENV) != args.cpu_isa:
+        # torch and CTranslate2 choose their kernels when they load, and this process has loaded torch: start
+        # again with the cap in the environment, so this process and the trainers it launches all run under it.
+        env = dict(os.environ)
+        emulate_cpu_isa(args.cpu_isa, env)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    apply_cpu_isa_from_env()
+    cpu = cpu_class()
 
     overrides = parse_overrides([f"--{item}" for item in args.set])
     recipe = load_recipe(args.profile, overrides=overrides)
     processes = recipe.num_processes
+    parameters = parameter_count(recipe.model.model_name_or_path)
     out = Path(args.out or tempfile.mkdtemp(prefix="open_r1_nb_benchmark_")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows_dir = out / "data"
@@ -220,6 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; profile {args.profile}; "
         f"{n_rows} training rows -> {rows_dir}; {args.steps} steps; {processes} processes; output {out}"
+    )
+    bf16 = bool(recipe.training.bf16)
+    peak = cpu.peak_flops(bf16=bf16)
+    print(
+        f"CPU class: {cpu.describe()}; training in {'bf16 autocast' if bf16 else 'fp32'}; peak "
+        + (f"{peak / 1e9:.0f} GFLOP/s ({'bf16' if bf16 and cpu.bf16 else 'fp32'})" if peak else "unknown")
+        + f"; model {parameters / 1e6:.1f}M parameters"
     )
 
     # The project's entry point on a recipe that reads the same rows and saves nothing.
@@ -267,9 +318,22 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_trl:
             results["trl sft"].append(run_trainer("trl sft", trl_cmd, env, out / f"trl_{k}.log"))
     rows = [min(runs, key=lambda r: r["s/step"] or float("inf")) for runs in results.values() if runs]
+    for row in rows:
+        # Training FLOPs: 6 x parameters x tokens (forward 2, backward 4), over the CPU's theoretical peak.
+        achieved = 6 * parameters * row["real tokens/s"] if row["real tokens/s"] else None
+        row["GFLOP/s"] = round(achieved / 1e9, 1) if achieved else None
+        row["share of peak"] = round(achieved / peak, 3) if achieved and peak else None
     print("\ntraining (best of", args.repeats, "run(s) each)")
     _print_table(rows)
-    summary: dict = {"profile": args.profile, "steps": args.steps, "processes": processes, "training": rows}
+    summary: dict = {
+        "profile": args.profile,
+        "steps": args.steps,
+        "processes": processes,
+        "cpu": cpu.as_dict(),
+        "bf16": bf16,
+        "parameters": parameters,
+        "training": rows,
+    }
     if len(rows) == 2 and rows[0]["s/step"] and rows[1]["s/step"]:
         ratio = rows[0]["s/step"] / rows[1]["s/step"]
         summary["step_time_ratio"] = round(ratio, 3)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from open_r1_nb.hardware import apply_cpu_isa_from_env, emulate_cpu_isa
 from open_r1_nb.pipeline import PipelineError, parse_set, run_pipeline
 
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluate again although results exist: runs/<run_name>/eval/ moves to "
         "runs/<run_name>/previous/<time>/ (needs notebook 06 in --only)",
     )
+    parser.add_argument(
+        "--cpu-isa",
+        default=None,
+        choices=["avx2"],
+        help="behave like an AVX2-only CPU (no AVX-512, no bf16 units) on a newer x86 CPU, for every library the "
+        "run uses; the same as OPEN_R1_NB_CPU_ISA=avx2 or `make demo CPU_ISA=avx2`",
+    )
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
     parser.add_argument(
         "--fresh",
@@ -82,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        # Before anything imports torch or CTranslate2: every process the run starts inherits the cap.
+        if args.cpu_isa:
+            emulate_cpu_isa(args.cpu_isa)
+        else:
+            apply_cpu_isa_from_env()
         run_pipeline(
             args.profile,
             only=args.only.split(",") if args.only else None,

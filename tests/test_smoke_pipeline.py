@@ -101,6 +101,18 @@ def test_training_metrics_recorded(smoke_run):
     assert (run_dir / "data" / "length_histogram.png").exists()
 
 
+def test_estimate_and_hardware_recorded(smoke_run):
+    """After its first steps the training estimates the run's time; metrics.json says where it ran."""
+    run_dir, _, _ = smoke_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    est = metrics["estimate"]
+    assert est["total_steps"] == 6 and est["after_steps"] == 4 and est["seconds_per_step"] > 0
+    assert est["total_s"] >= est["training_s"] > 0 and est["budget_s"] is None and not est["over_budget"]
+    assert "open_r1_nb estimate:" in (run_dir / "train.log").read_text()
+    hw = metrics["hardware"]
+    assert hw["device"] == "cpu" and hw["precision"] == "fp32" and hw["cpu"]["cores"] >= 1
+
+
 def test_second_run_does_not_train_again(smoke_run):
     run_dir, _, _ = smoke_run
     before = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
