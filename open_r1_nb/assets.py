@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from open_r1_nb.env import usable_cores
+from open_r1_nb.hardware import usable_cores
 from open_r1_nb.paths import cache_dir
 
 ASSET_MARKER = "open_r1_nb_asset.json"

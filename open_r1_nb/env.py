@@ -11,11 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
+from open_r1_nb.hardware import cpu_class
 
 CORE_PACKAGES = (
     "torch",
@@ -52,8 +48,13 @@ def versions() -> dict[str, str | None]:
 def devices() -> dict[str, Any]:
     import torch
 
+    cpu = cpu_class()
     info: dict[str, Any] = {
+        "cpu": cpu.describe(),
+        "cpu class": cpu.name,
+        "cpu peak fp32 (GFLOP/s)": cpu.as_dict()["peak_fp32_gflops"],
         "cpu cores": os.cpu_count(),
+        "torch kernels": torch.backends.cpu.get_cpu_capability(),
         "torch threads": torch.get_num_threads(),
         "cuda available": torch.cuda.is_available(),
         "torch cuda build": torch.version.cuda,

@@ -26,13 +26,13 @@ PIPELINE_START_ENV = "OPEN_R1_NB_PIPELINE_START"
 MARK = "open_r1_nb estimate:"
 
 # Calibration of the evaluation estimate, from the cpu_demo runs in docs/performance.md (SmolLM2-135M, 2 cores,
-# CTranslate2, one batch of all held-out problems): sampled decoding produced about GENERATION_PER_TRAINING_TOKEN
-# new tokens per second for each real token per second that the same machine trained on (both scale with the
-# CPU's matmul speed), and a completion used about FILL of eval_max_new_tokens on average (base and trained model
-# together; the base model often runs to the limit). AFTER_TRAINING_FIXED_S covers saving, two model conversions,
-# notebook 05, and notebook start-ups.
-GENERATION_PER_TRAINING_TOKEN = 2.0
-FILL = 0.55
+# CTranslate2 in fp32, one batch of all held-out problems): sampled decoding produced about this many new tokens per
+# second for each real token per second that the same machine trained on; generation runs in fp32 whatever the
+# training precision, so the ratio is lower where training has bf16 units. A completion used about FILL of
+# eval_max_new_tokens on average (base and trained model together; the base model often runs to the limit).
+# AFTER_TRAINING_FIXED_S covers saving, two model conversions, notebook 05 and the notebooks' start-up.
+GENERATION_PER_TRAINING_TOKEN = {"fp32": 0.8, "bf16": 0.6}
+FILL = 0.52
 AFTER_TRAINING_FIXED_S = 75.0
 TIMED_STEPS = 3  # steps timed after the first (which warms up the allocator and the kernels)
 
@@ -84,7 +84,8 @@ def evaluation_seconds(recipe, real_tokens_per_second: float | None, base_evalua
     tokens = problems * (p.eval_max_new_tokens or 1024) * FILL * (1 if base_evaluated else 2)
     curve = p.learning_curve * (recipe.training.num_train_epochs or 1) if p.learning_curve else 0
     tokens += curve * (p.eval_max_new_tokens or 1024) * FILL
-    return AFTER_TRAINING_FIXED_S + tokens / (GENERATION_PER_TRAINING_TOKEN * real_tokens_per_second)
+    ratio = GENERATION_PER_TRAINING_TOKEN["bf16" if recipe.training.bf16 else "fp32"]
+    return AFTER_TRAINING_FIXED_S + tokens / (ratio * real_tokens_per_second)
 
 
 def likely_reasons(cpu, *, bf16: bool, others_cores: float | None, device: str = "cpu") -> list[str]:

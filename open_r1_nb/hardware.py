@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from open_r1_nb.env import usable_cores
-
 #: Set to ``avx2`` (``make demo CPU_ISA=avx2``, ``--cpu-isa avx2``) to emulate an AVX2-only CPU.
 CPU_ISA_ENV = "OPEN_R1_NB_CPU_ISA"
 
@@ -34,6 +32,11 @@ EMULATIONS: dict[str, dict[str, str]] = {
         "CT2_FORCE_CPU_ISA": "AVX2",
     }
 }
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_info(path: str | Path = "/proc/cpuinfo") -> dict[str, Any]:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from open_r1_nb.env import usable_cores  # noqa: E402
 from open_r1_nb.evaluate.generate import GenerationConfig, Sample, ct2_model_dir, generate  # noqa: E402
+from open_r1_nb.hardware import usable_cores  # noqa: E402
 from open_r1_nb.paths import cache_dir, resolve_local  # noqa: E402
 
 # CTranslate2 as it runs by default (greedy: two batches side by side, one thread each) and as one batch on all

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from open_r1_nb.env import usable_cores
+from open_r1_nb.hardware import usable_cores
 from open_r1_nb.launch import cuda_available
 from open_r1_nb.paths import cache_dir
 
