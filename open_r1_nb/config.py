@@ -1608,6 +1608,11 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
                 _asset_fix(recipe, "tiny_model" if "tiny" in name else "smollm2"),
                 where,
             )
+        if t.assistant_only_loss and template_text is not None and not _has_generation_markers(template_text):
+            notes.append(
+                "assistant_only_loss: the recipe's chat template has no {% generation %} markers; training stops "
+                "unless TRL knows a training version of it (parameters/chat_templates/chatml_training.jinja has them)."
+            )
         return  # a Hub id: not checked offline
     if not (found / "config.json").is_file():
         raise _error(
@@ -1664,6 +1669,51 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
                     f"eos_token {t.eos_token!r} does not appear after the assistant turn in the chat template: "
                     "the model would never learn to stop (open-r1 #604). Use the template's end-of-turn token."
                 )
+    if t.assistant_only_loss:
+        _check_assistant_masks(tokenizer, template_text, notes, where)
+
+
+def _has_generation_markers(template: str) -> bool:
+    from trl.chat_template_utils import has_generation_markers
+
+    return has_generation_markers(template)
+
+
+def _check_assistant_masks(tokenizer, template: str | None, notes: list[str], where: str) -> None:
+    """assistant_only_loss: TRL masks the loss with the chat template's ``{% generation %}`` markers, so the template
+    training will use (the recipe's, the tokenizer's, else the model step's ChatML) must have them, or be one TRL
+    can swap for a marked version; and its end-of-turn token must fall inside them, or the model never learns to stop.
+    """
+    from trl.chat_template_utils import get_training_chat_template, is_chat_template_stop_token_trained
+
+    if template is None and not tokenizer.chat_template:
+        from open_r1_nb.model import CHATML_TEMPLATE
+
+        template = CHATML_TEMPLATE  # what prepare_tokenizer gives a tokenizer without a template
+    if template is not None:
+        tokenizer.chat_template = template
+    if not _has_generation_markers(tokenizer.chat_template):
+        try:
+            patched = get_training_chat_template(tokenizer)
+        except ValueError:
+            raise _error(
+                "assistant_only_loss", True,
+                "needs a chat template that marks the assistant's turns with {% generation %} ... "
+                "{% endgeneration %} (TRL masks the loss with them); this model's template has none, and TRL has no "
+                "training version of it",
+                "set chat_template: parameters/chat_templates/chatml_training.jinja (ChatML with the markers), add "
+                "the markers to your template, or put the loss on the answer with completion_only_loss: true", where,
+            ) from None  # fmt: skip
+        notes.append(
+            "assistant_only_loss: the chat template has no {% generation %} markers; TRL swaps in its training "
+            "version of it to mask the loss."
+        )
+        tokenizer.chat_template = patched or tokenizer.chat_template
+    if not is_chat_template_stop_token_trained(tokenizer):
+        notes.append(
+            "assistant_only_loss: the chat template leaves the assistant's end-of-turn token outside its "
+            "{% generation %} markers, so the model would not learn to stop. Move it inside them."
+        )
 
 
 def _asset_fix(recipe: Recipe, guess: str) -> str:

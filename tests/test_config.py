@@ -244,6 +244,15 @@ def test_invalid_choice_suggests_a_valid_one():
     assert_names(exc, "lr_scheduler_type", "cosine_with_min_lr")
 
 
+def test_eval_math_rule_reaches_the_evaluation_settings():
+    assert load_recipe(recipe_dict()).pipeline.eval_settings()["math_rule"] == "auto"
+    recipe = load_recipe(recipe_dict(eval_math_rule="lighteval"))
+    assert recipe.pipeline.eval_settings()["math_rule"] == "lighteval"
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_dict(eval_math_rule="lightevel"))
+    assert_names(exc, "eval_math_rule", "lighteval", "stated")
+
+
 def test_missing_model():
     with pytest.raises(RecipeError) as exc:
         load_recipe(recipe_dict(model_name_or_path=DROP))
