@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from varied_model import build_varied_model
 
-from open_r1_nb import launch
+from open_r1_nb import assets, launch
 from open_r1_nb.config import load_recipe, save_recipe
 from open_r1_nb.evaluate import generate as gen
 from open_r1_nb.evaluate.generate import GenerationConfig, generate
-from open_r1_nb.paths import REPO_ROOT
+from open_r1_nb.paths import REPO_ROOT, cache_dir
 
 PROMPTS = [[{"role": "user", "content": f"What is {i} + {3 * i}?"}] for i in range(6)]
 PROMPTS[2] = [
@@ -29,6 +29,9 @@ PROMPTS[2] = [
     {"role": "user", "content": "A longer one: 12 × 7?"},
 ]
 GREEDY = GenerationConfig(n=2, max_new_tokens=24, batch_size=8)
+# Captured at import, before a fixture points OPEN_R1_NB_CACHE at the session's scratch cache: SmolLM2 is built once,
+# in the user's cache, as tests/test_assets.py's slow tests do.
+USER_CACHE = cache_dir()
 
 
 @pytest.fixture(autouse=True)
@@ -260,3 +263,25 @@ def test_evaluation_after_training_runs_in_its_own_process(vllm_model_dir, smoke
     assert summary["backend"] == "vllm" and summary["settings"]["vllm_max_model_length"] == 160
     records = (tmp_path / "eval" / "smoke" / "vllm_after_training.jsonl").read_text().splitlines()
     assert len(records) == 4 * 2  # eval_limit 4 problems × eval_n 2 samples
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_transformers(monkeypatch):
+    """The real 135M model (fp32 both): vLLM's CPU kernels give transformers' greedy tokens."""
+    monkeypatch.setenv("OPEN_R1_NB_CACHE", str(USER_CACHE))
+    model = assets.build_smollm2()
+    prompts = [
+        [
+            {
+                "role": "user",
+                "content": f"What is {a} × {b}? Think step by step, then give the answer in \\boxed{{}}.",
+            }
+        ]
+        for a, b in [(17, 23), (48, 12), (305, 7), (96, 41), (250, 4), (13, 13), (72, 58), (8, 999)]
+    ]
+    config = GenerationConfig(max_new_tokens=64)
+    before = _descendants()
+    results = generate(model, prompts, config, "vllm", progress=False)
+    assert results == generate(model, prompts, config, "transformers", progress=False)
+    assert len({r[0].text for r in results}) == len(prompts) and all(r[0].new_tokens > 8 for r in results)
+    _assert_no_process_left(before)
