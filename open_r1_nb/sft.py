@@ -227,7 +227,11 @@ def setup_logging(training_args) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     level = training_args.get_process_log_level()
-    logger.setLevel(max(level, logging.INFO) if level != logging.WARNING else logging.INFO)
+    # The whole package logs at INFO in the training log (the estimate after the first steps among it), on every
+    # rank unless the recipe asks for less.
+    logging.getLogger("open_r1_nb").setLevel(
+        max(level, logging.INFO) if level != logging.WARNING else logging.INFO
+    )
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
