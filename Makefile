@@ -61,7 +61,7 @@ assets: install
 	$(PY) scripts/prepare_assets.py
 
 demo: install
-	$(PY) scripts/run_pipeline.py $(PROFILE)
+	$(PY) scripts/run_pipeline.py $(PROFILE) $(if $(CPU_ISA),--cpu-isa $(CPU_ISA))
 
 smoke: install
 	$(PY) scripts/run_pipeline.py parameters/smoke.yaml
