@@ -133,7 +133,7 @@ def test_smoke_profile_trains_with_assistant_only_loss(tiny_model_dir, smoke_dat
     command = [
         sys.executable, "-m", "open_r1_nb.sft", "--config", "smoke",
         "--assistant_only_loss", "true", "--chat_template", TEMPLATE, "--output_dir", str(out),
-        "--max_steps", "2", "--save_strategy", "no", "--benchmarks", "[]", "--accelerate_config", "cpu_1proc",
+        "--max_steps", "2", "--benchmarks", "[]", "--accelerate_config", "cpu_1proc",
         "--num_processes", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -145,6 +145,11 @@ def test_smoke_profile_trains_with_assistant_only_loss(tiny_model_dir, smoke_dat
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 2
+    import torch
+
+    args = torch.load(model_dir / "training_args.bin", weights_only=False)  # what the trainer ran with
+    assert args.assistant_only_loss is True and args.chat_template == TEMPLATE
+    assert "end-of-turn token in the loss mask" not in done.stdout + done.stderr  # TRL's warning, not raised
     # The saved tokenizer keeps the marked template, which renders the same prompts at inference.
     saved = AutoTokenizer.from_pretrained(model_dir)
     assert "{% generation %}" in saved.chat_template
