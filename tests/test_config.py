@@ -137,7 +137,8 @@ def test_cpu_profiles_validate(profile, global_batch, assets, layout, bf16, monk
     assert recipe.pipeline.assets == assets
     assert recipe.training.use_cpu and recipe.training.bf16 is bf16
     assert recipe.training.eos_token == "<|im_end|>"
-    assert recipe.notes == []  # modern key names, nothing to say
+    # Modern key names, nothing to say, but where `device: auto` landed (the CPU here: no GPU).
+    assert [n for n in recipe.notes if not n.startswith("device auto -> cpu")] == []
 
 
 def test_smoke_saves_a_checkpoint_mid_run():
