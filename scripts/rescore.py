@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     rules = ["auto", *scoring.MATH_RULES]
-    parser.add_argument("--runs-root", default=None, help="folder of runs (default: runs/, or OPEN_R1_NB_RUNS)")
+    parser.add_argument(
+        "--runs-root", default=None, help="folder of runs (default: runs/, or OPEN_R1_NB_RUNS)"
+    )
     parser.add_argument("--runs", nargs="*", default=None, help="only these run names")
-    parser.add_argument("--old", default="lighteval", choices=rules, help="the rule the samples were scored with")
+    parser.add_argument(
+        "--old", default="lighteval", choices=rules, help="the rule the samples were scored with"
+    )
     parser.add_argument("--new", default="auto", choices=rules, help="auto: each split's own rule")
     parser.add_argument("--examples", type=int, default=3, help="changed samples shown per file")
     args = parser.parse_args(argv)
