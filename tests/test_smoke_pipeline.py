@@ -186,3 +186,20 @@ def test_malformed_rows_fail_in_notebook_02_naming_row_and_problem(smoke_run, tm
     assert "DatasetValidationError" in text
     assert "row 1 (id no-answer)" in text and "end with an assistant turn" in text
     assert "row 2 (id bad-content)" in text and "int content" in text
+
+
+def test_retrain_starts_from_zero_and_keeps_the_old_model(smoke_run):
+    """Notebook 04 resumes from the newest checkpoint, which for a finished run is its end: retraining must first
+    move the model and the checkpoints aside (runs/<run>/previous/<time>/) and then train every step again."""
+    run_dir, _, _ = smoke_run
+    old_model = run_dir / "model" / "model.safetensors"
+    before, old_bytes = old_model.stat().st_mtime_ns, old_model.read_bytes()
+    lines: list[str] = []
+    run_pipeline(REPO_ROOT / "parameters/smoke.yaml", only=["04"], retrain=True, echo=lines.append)
+    (aside,) = list((run_dir / "previous").iterdir())
+    assert (aside / "model" / "model.safetensors").read_bytes() == old_bytes
+    assert (aside / "checkpoints").is_dir() and (aside / "train.log").exists()
+    log = (run_dir / "train.log").read_text()
+    assert "resuming from" not in log and "*** Train ***" in log
+    assert old_model.stat().st_mtime_ns > before
+    assert any("training again" in line for line in lines)
