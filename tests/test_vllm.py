@@ -223,8 +223,10 @@ def test_two_engine_processes(vllm_model_dir, sampled_in_one_engine, caplog):
     # Prompts 0, 2, 4 in one copy and 1, 3, 5 in the other, back in order, drawing what one engine drew for them.
     assert results == sampled_in_one_engine
     assert all(len({s.text for s in samples}) > 1 for samples in results)  # real draws, not one answer copied
+    # Each copy had its cores in its environment from its start, before it imported anything.
     pattern = (
-        r"vLLM copy (\d) of 2: pid (\d+) \(daemonic: (\w+)\), VLLM_CPU_OMP_THREADS_BIND=(\S+), 3 prompts"
+        r"vLLM copy (\d) of 2: pid (\d+) \(daemonic: (\w+)\), VLLM_CPU_OMP_THREADS_BIND=(\S+) "
+        r"\(from its start: True\), 3 prompts"
     )
     copies = sorted(m.groups() for m in map(re.compile(pattern).search, caplog.messages) if m)
     assert [c[0] for c in copies] == ["0", "1"], caplog.messages

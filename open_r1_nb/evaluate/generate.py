@@ -15,6 +15,7 @@ returns ``n`` :class:`Sample` per prompt, in the prompts' order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -624,7 +625,9 @@ def _run_vllm_shards(
             name=f"vllm-copy-{rank}",
             daemon=False,
         )
-        process.start()
+        # The child inherits the environment at its start, before it imports torch or vLLM.
+        with _environ(env):
+            process.start()
         sender.close()  # the child holds the only sending end: its exit without a result reads as EOF here
         processes.append(process)
         receivers.append(receiver)
@@ -648,9 +651,10 @@ def _run_vllm_shards(
                 if status != "ok":
                     raise RuntimeError(f"vLLM copy {rank} (pid {info['pid']}) failed:\n{payload}")
                 logger.info(
-                    "vLLM copy %d of %d: pid %d (daemonic: %s), %s, %d prompts",
+                    "vLLM copy %d of %d: pid %d (daemonic: %s), %s (from its start: %s), %d prompts",
                     rank, len(shards), info["pid"], info["daemon"],
-                    ", ".join(f"{k}={v}" for k, v in info["env"].items()) or "default devices", len(payload),
+                    ", ".join(f"{k}={v}" for k, v in info["env"].items()) or "default devices", info["inherited"],
+                    len(payload),
                 )  # fmt: skip
                 parts[rank] = payload
         for process in processes:
@@ -663,13 +667,30 @@ def _run_vllm_shards(
     return [parts[rank] for rank in range(len(shards))]
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """``os.environ`` with ``values`` for the duration (a spawned child copies the parent's environment)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _vllm_shard(sender, env: dict[str, str], *args: Any) -> None:
-    """A copy's process: its devices first (before anything initialises CUDA or the CPU threads), then generate."""
+    """A copy's process: its devices (already in its environment; set again in case), then generate."""
     import multiprocessing
     import traceback
 
+    inherited = all(os.environ.get(key) == value for key, value in env.items())
     os.environ.update(env)
     info = {
+        "inherited": inherited,
         "pid": os.getpid(),
         "daemon": multiprocessing.current_process().daemon,
         "env": {key: os.environ.get(key) for key in env},  # as this process sees it
