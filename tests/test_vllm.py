@@ -31,6 +31,9 @@ PROMPTS[2] = [
 ]
 GREEDY = GenerationConfig(n=2, max_new_tokens=24, batch_size=8)
 SAMPLED = GenerationConfig(n=3, temperature=1.0, top_p=0.95, max_new_tokens=24, seed=11)
+# No graph capture: these calls generate for seconds, and capturing costs 20-80 s of each engine's start. The
+# evaluation after training runs vLLM's default (captured) path.
+EAGER = {"enforce_eager": True}
 # Captured at import, before a fixture points OPEN_R1_NB_CACHE at the session's scratch cache: SmolLM2 is built once,
 # in the user's cache, as tests/test_assets.py's slow tests do.
 USER_CACHE = cache_dir()
@@ -56,7 +59,7 @@ def vllm_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sampled_in_one_engine(vllm_model_dir):
     """Seeded samples from one engine over all the prompts."""
-    return generate(vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False)
+    return generate(vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False, **EAGER)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,7 @@ def test_evaluation_after_training_is_no_rank():
 @pytest.mark.slow
 def test_vllm_greedy_matches_transformers_and_shuts_down(vllm_model_dir, reference):
     before = _descendants()
-    results = generate(vllm_model_dir, PROMPTS, GREEDY, "vllm", progress=False)
+    results = generate(vllm_model_dir, PROMPTS, GREEDY, "vllm", progress=False, **EAGER)
     # Same text, token count and ending as the fp32 reference, prompt by prompt (they differ, some end at EOS).
     assert results == reference
     firsts = [r[0] for r in results]
@@ -219,7 +222,9 @@ def test_two_engine_processes(vllm_model_dir, sampled_in_one_engine, caplog):
     do not depend on the sharding (each request's seed comes from its prompt's index)."""
     before = _descendants()
     with caplog.at_level(logging.INFO, logger="open_r1_nb.evaluate.generate"):
-        results = generate(vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False, data_parallel_size=2)
+        results = generate(
+            vllm_model_dir, PROMPTS, SAMPLED, "vllm", progress=False, data_parallel_size=2, **EAGER
+        )
     # Prompts 0, 2, 4 in one copy and 1, 3, 5 in the other, back in order, drawing what one engine drew for them.
     assert results == sampled_in_one_engine
     assert all(len({s.text for s in samples}) > 1 for samples in results)  # real draws, not one answer copied
@@ -294,7 +299,7 @@ def test_smollm2_greedy_matches_transformers(monkeypatch):
     ]
     config = GenerationConfig(max_new_tokens=64)
     before = _descendants()
-    results = generate(model, prompts, config, "vllm", progress=False)
+    results = generate(model, prompts, config, "vllm", progress=False, **EAGER)
     assert results == generate(model, prompts, config, "transformers", progress=False)
     assert len({r[0].text for r in results}) == len(prompts) and all(r[0].new_tokens > 8 for r in results)
     _assert_no_process_left(before)

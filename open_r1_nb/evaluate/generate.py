@@ -88,8 +88,9 @@ def _vllm_cpu_build() -> bool:
 
 
 def available_backends() -> list[str]:
-    """The backends that can run here, the one ``auto`` picks first: vLLM leads only with a CUDA GPU; its CPU
-    build is listed after the CPU engines (measured no faster than CTranslate2 on 2 cores, docs/performance.md)."""
+    """The backends that can run here, the one ``auto`` picks first: vLLM leads only with a CUDA GPU. Its CPU
+    build comes after the CPU engines: it decodes faster than CTranslate2 once started but takes 25-110 s to start
+    on 2 cores (docs/performance.md), and CTranslate2 is the engine the CPU profiles are measured with."""
     found = []
     vllm = _importable("vllm")
     if vllm and _cuda_available():
