@@ -174,13 +174,15 @@ def test_recipe_validates_the_vllm_keys():
     from open_r1_nb.config import RecipeError
 
     recipe = load_recipe(
-        "smoke", overrides={"vllm_max_model_length": 2048, "vllm_gpu_memory_utilization": 0.85}
+        "smoke",
+        overrides={"vllm_max_model_length": 2048, "vllm_gpu_memory_utilization": 0.85},
+        check_files=False,
     )
     assert recipe.pipeline.eval_settings()["vllm_max_model_length"] == 2048
     with pytest.raises(RecipeError, match="vllm_gpu_memory_utilization"):
-        load_recipe("smoke", overrides={"vllm_gpu_memory_utilization": 1.5})
+        load_recipe("smoke", overrides={"vllm_gpu_memory_utilization": 1.5}, check_files=False)
     with pytest.raises(RecipeError, match="vllm_max_model_length.*no room"):
-        load_recipe("smoke", overrides={"vllm_max_model_length": 16})  # eval_max_new_tokens is 16
+        load_recipe("smoke", overrides={"vllm_max_model_length": 16}, check_files=False)  # 16 new tokens
 
 
 def test_evaluation_after_training_is_no_rank():
