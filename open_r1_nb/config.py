@@ -1455,7 +1455,9 @@ def _resolve_device(data: dict[str, Any], notes: list[str], choice: Any = None) 
     choice = choice or select_device()
     if choice.device == "cpu":
         # The precision note, if any, comes from the CPU's own check (bf16 units or not).
-        notes.append("device auto -> cpu (no CUDA GPU or Apple MPS here): the recipe's CPU settings as written.")
+        notes.append(
+            "device auto -> cpu (no CUDA GPU or Apple MPS here): the recipe's CPU settings as written."
+        )
         return
     changes = {
         "use_cpu": False,
