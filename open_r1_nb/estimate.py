@@ -274,9 +274,6 @@ def estimate_callback(recipe, token_count, on_estimate=None):
                 training_start=self.training_start,
                 base_evaluated=_base_evaluated(args.output_dir),
             )
-            # A resumed run starts at a later step: the steps before it were not run here.
-            if self.start_step > 1:
-                est.training_s -= (self.start_step - 1) * est.seconds_per_step
             (logger.warning if est.over_budget else logger.info)(est.message())
             logger.info("%s %s", MARK, json.dumps(est.as_dict()))
             if on_estimate is not None:

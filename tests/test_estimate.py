@@ -101,3 +101,20 @@ def test_other_ranks_do_not_estimate(demo):
             args, types.SimpleNamespace(is_world_process_zero=False, global_step=step, max_steps=6), None
         )
     assert recorded == []
+
+
+def test_a_resumed_run_counts_only_the_steps_it_runs(demo, monkeypatch):
+    """Resumed at step 30: the estimate covers this process's steps (31..66), and its total adds up."""
+    clock = iter([100.0, 121.0])  # the end of step 31 (warm-up here) and of step 34
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: next(clock))
+    recorded = []
+    callback = estimate.estimate_callback(demo, lambda: 0.0, recorded.append)
+    args = types.SimpleNamespace(world_size=1, output_dir="/nonexistent/run/checkpoints")
+    for step in range(31, 36):
+        state = types.SimpleNamespace(is_world_process_zero=True, global_step=step, max_steps=66)
+        callback.on_step_end(args, state, None)
+    (est,) = recorded
+    assert est.after_steps == 34 and est.seconds_per_step == pytest.approx(7.0)
+    elapsed = est.training_s - (66 - 34) * 7.0  # what this process had spent when it estimated
+    assert 0 <= elapsed < 5  # not the 34 steps' worth a fresh run would have spent
+    assert est.total_s == pytest.approx(est.elapsed_before_training_s + est.training_s + est.evaluation_s)
