@@ -329,7 +329,9 @@ def launch_env(*, cpu: bool | None = None, base: Mapping[str, str] | None = None
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     if cpu is None:
-        cpu = not cuda_available()
+        from open_r1_nb.hardware import mps_available
+
+        cpu = not (cuda_available() or mps_available())  # an Apple GPU must not be skipped either
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
     return env

@@ -633,7 +633,13 @@ def run_hardware(recipe) -> dict[str, Any]:
 
     cpu = cpu_class()
     t = recipe.training
-    device = "cpu" if t.use_cpu else ("cuda" if launch_cuda_available() else "mps")
+    if t.use_cpu:
+        device = "cpu"
+    else:
+        from open_r1_nb.hardware import mps_available
+        from open_r1_nb.launch import cuda_available
+
+        device = "cuda" if cuda_available() else "mps" if mps_available() else "cpu"
     precision = "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32"
     try:
         backend = choose_backend(recipe.pipeline.eval_backend)
@@ -647,12 +653,6 @@ def run_hardware(recipe) -> dict[str, Any]:
         "cpu": cpu.as_dict(),
         "summary": summary,
     }
-
-
-def launch_cuda_available() -> bool:
-    from open_r1_nb.launch import cuda_available
-
-    return cuda_available()
 
 
 def merge_metrics(folder: Path, update: dict) -> dict:

@@ -39,12 +39,8 @@ class TrainingPlan:
         self, on_line: Callable[[str], Any] | None = None, env: dict | None = None
     ) -> launch.LaunchResult:
         if env is None:
-            # A CPU recipe tells every rank to use the CPU; otherwise the ranks use the GPU torch finds (CUDA, or
-            # Apple's MPS, which accelerate must not be told to skip).
-            from open_r1_nb.hardware import mps_available
-
-            use_cpu = bool(self.recipe.training.use_cpu)
-            env = launch.launch_env(cpu=use_cpu or not (launch.cuda_available() or mps_available()))
+            # A CPU recipe tells every rank to use the CPU; otherwise the launcher looks for a GPU.
+            env = launch.launch_env(cpu=True if self.recipe.training.use_cpu else None)
         return launch.launch(
             self.recipe_path,
             self.recipe.accelerate_config_file(),
