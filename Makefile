@@ -68,6 +68,7 @@ smoke: install
 	$(PY) scripts/run_pipeline.py parameters/smoke.yaml
 
 test: install $(VLLM_STAMP)
+	@bash scripts/system_packages.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
