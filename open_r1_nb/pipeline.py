@@ -44,6 +44,12 @@ _RUN_ONLY_KEYS = frozenset(
         "hub_model_revision", "hub_strategy", "hub_private_repo", "hub_token", "callbacks", "wandb_entity",
         "wandb_project", "wandb_run_group", "dataloader_num_workers", "dataset_num_proc", "benchmarks",
         "learning_curve", "eval_batch_size",
+        # Where and when the model is published, which tracker sees the run, how long it may take: not the model.
+        "hub_always_push", "hub_revision", "overwrite_hub_revision", "push_to_hub_revision", "project",
+        "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "time_budget_minutes",
+        # The evaluation engine's layout (memory share, context window, copies): its speed, not its answers.
+        "vllm_gpu_memory_utilization", "vllm_max_model_length", "vllm_tensor_parallel_size",
+        "vllm_data_parallel_size",
     }
 )  # fmt: skip
 # Keys that change what an evaluation produces (the eval_batch_size only changes its speed).
@@ -56,8 +62,14 @@ _EVAL_KEYS = frozenset(
         "eval_top_p",
         "eval_top_k",
         "eval_backend",
+        "eval_math_rule",
     }
 )
+#: ``runs/<run>/training_fingerprint.json``: the training keys of the recipe that made the run's checkpoints and
+#: model, written when training starts. recipe.yaml is rewritten by every notebook 01 and every runner call, so it
+#: cannot say what an existing model was trained with; this file can. (Each evaluation result records its own
+#: settings, in ``eval/<benchmark>/<model>.json``.)
+FINGERPRINT_FILE = "training_fingerprint.json"
 
 
 class PipelineError(RuntimeError):
@@ -177,25 +189,80 @@ def _recipe_values(recipe) -> dict[str, Any]:
     return values
 
 
+def _json_plain(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as they read back from a JSON file (tuples become lists), so recorded and new ones compare."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def training_fingerprint(recipe) -> dict[str, Any]:
+    """The recipe's values that decide what training produces, as plain JSON values.
+
+    Every key counts except the run's layout, logging, saving and publishing (``_RUN_ONLY_KEYS``: the output
+    folders, report_to, hub_*, logging_*, save_*, the evaluation's batch size and engine layout), the evaluation
+    settings (``_EVAL_KEYS``: they change the results, not the model) and the batch layout, which counts through
+    its product, the ``global batch`` (2 processes x 2 x 2 trains the same model as 4 x 2 x 1).
+    """
+    skip = _RUN_ONLY_KEYS | _EVAL_KEYS | _LAYOUT_KEYS
+    values = {k: v for k, v in _recipe_values(recipe).items() if k not in skip}
+    values["global batch"] = recipe.global_batch_size()
+    return _json_plain(values)
+
+
+def evaluation_fingerprint(recipe) -> dict[str, Any]:
+    """The ``eval_*`` settings that change what an evaluation produces (``_EVAL_KEYS``)."""
+    return _json_plain({k: v for k, v in _recipe_values(recipe).items() if k in _EVAL_KEYS})
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple]:
+    """``{key: (old, new)}`` for the keys both fingerprints hold with different values.
+
+    A key only one side holds is a field that a newer (or older) version of trl/transformers added: the run was
+    made with its default, so it is no change.
+    """
+    return {k: (old[k], new[k]) for k in sorted(set(old) & set(new)) if old[k] != new[k]}
+
+
 def recipe_differences(old, new) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """What changed between two recipes: ``(training, evaluation)``, each ``{key: (old value, new value)}``.
 
-    Training keys are those that change the trained model: everything but the run's layout, logging, saving and
-    publishing (``_RUN_ONLY_KEYS``) and the batch layout when it keeps the global batch. Evaluation keys are the
-    ``eval_*`` settings that change what an evaluation produces.
+    Training keys are those of :func:`training_fingerprint`, evaluation keys those of
+    :func:`evaluation_fingerprint`.
     """
-    a, b = _recipe_values(old), _recipe_values(new)
-    training, evaluation = {}, {}
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) == b.get(key) or key in _RUN_ONLY_KEYS:
-            continue
-        if key in _EVAL_KEYS:
-            evaluation[key] = (a.get(key), b.get(key))
-        elif key not in _LAYOUT_KEYS:
-            training[key] = (a.get(key), b.get(key))
-    if old.global_batch_size() != new.global_batch_size():
-        training["global batch"] = (old.global_batch_size(), new.global_batch_size())
-    return training, evaluation
+    return (
+        fingerprint_changes(training_fingerprint(old), training_fingerprint(new)),
+        fingerprint_changes(evaluation_fingerprint(old), evaluation_fingerprint(new)),
+    )
+
+
+def record_training_fingerprint(run_folder: Path, recipe) -> Path:
+    """Write ``runs/<run>/training_fingerprint.json`` for the training about to start (see ``FINGERPRINT_FILE``)."""
+    path = Path(run_folder) / FINGERPRINT_FILE
+    _write_atomic(path, json.dumps({"training": training_fingerprint(recipe)}, indent=2))
+    return path
+
+
+def recorded_training_fingerprint(run_folder: Path) -> dict[str, Any] | None:
+    """The training keys the run's checkpoints and model were made with, or None when nothing recorded them (a
+    run folder from an older version of the project, or training launched by hand)."""
+    path = Path(run_folder) / FINGERPRINT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["training"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise PipelineError(
+            f"{path} cannot be read ({type(err).__name__}: {err}), so there is no telling which recipe trained the "
+            f"model in {run_folder}. Fix: --retrain (notebook 04: retrain = True), or --fresh."
+        ) from err
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a process killed halfway
+    leaves the old file or the new one, never half of one (which every later run would then fail to read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _changes(diff: dict[str, tuple]) -> str:
@@ -210,41 +277,106 @@ def _has_evaluation_outputs(run_folder: Path) -> bool:
     return any((run_folder / "eval").glob("*/*.json"))
 
 
-def check_reuse(run_folder: Path, new_recipe, retrain: bool = False, re_evaluate: bool = False) -> None:
-    """Stop before anything runs when ``runs/<run>/`` holds a model or results made with a different recipe.
+class StaleOutputsError(PipelineError):
+    """A run folder holds a model or results made with a different recipe; the message names the keys and the
+    flag (or notebook parameter) that makes them anew."""
 
-    Reusing them would put old results under the new recipe's name. The message names the keys and the fixes:
-    ``--retrain`` / ``--re-evaluate`` (the old outputs move to ``runs/<run>/previous/``), ``--fresh`` (the whole
-    run folder moves aside) or another ``--run-name``.
-    """
+
+_OTHERS = "--fresh (the whole run folder moves aside) or another --run-name"
+
+
+def _saved_recipe(run_folder: Path):
+    """``runs/<run>/recipe.yaml`` as a recipe, or None when there is none."""
     from open_r1_nb.config import load_recipe
 
     saved = run_folder / RECIPE_FILE
-    trained = _has_training_outputs(run_folder)
-    evaluated = _has_evaluation_outputs(run_folder)
-    if not saved.exists() or not (trained or evaluated):
-        return
-    others = "--fresh (the whole run folder moves aside) or another --run-name"
+    if not saved.exists():
+        return None
     try:
-        old = load_recipe(saved, check_files=False)
+        return load_recipe(saved, check_files=False)
     except Exception as err:  # a recipe file from an older version of the project, edited by hand, ...
-        raise PipelineError(
+        raise StaleOutputsError(
             f"{run_folder} holds outputs, but its {RECIPE_FILE} cannot be read ({type(err).__name__}: {err}), so "
-            f"there is no telling whether they match this recipe. Fix: --retrain and --re-evaluate, or {others}."
+            f"there is no telling whether they match this recipe. Fix: --retrain and --re-evaluate, or {_OTHERS}."
         ) from err
-    training, evaluation = recipe_differences(old, new_recipe)
-    if trained and training and not retrain:
-        raise PipelineError(
+
+
+def training_changes(run_folder: Path, new_recipe) -> dict[str, tuple]:
+    """The training keys that differ between the recipe that made the run's model or checkpoints and
+    ``new_recipe``; {} when they match or when there is no model and no checkpoint.
+
+    The record written when training started (``FINGERPRINT_FILE``) is the reference; a run folder without one
+    (an older version of the project) is compared with its recipe.yaml, as before.
+    """
+    run_folder = Path(run_folder)
+    if not _has_training_outputs(run_folder):
+        return {}
+    recorded = recorded_training_fingerprint(run_folder)
+    if recorded is not None:
+        return fingerprint_changes(recorded, training_fingerprint(new_recipe))
+    old = _saved_recipe(run_folder)
+    return recipe_differences(old, new_recipe)[0] if old is not None else {}
+
+
+def check_training_reuse(run_folder: Path, new_recipe, retrain: bool = False) -> None:
+    """Stop when ``runs/<run>/`` holds a model or checkpoints trained with different training keys (the checkpoints
+    would be resumed from, the model reused), unless ``retrain`` (which moves them aside)."""
+    training = {} if retrain else training_changes(run_folder, new_recipe)
+    if training:
+        raise StaleOutputsError(
             f"{run_folder} holds a model (or checkpoints) trained with a different recipe: {_changes(training)}. "
-            "Reusing it would report the old model under the new recipe. Fix: --retrain (the old model and its "
-            f"results move to {run_folder / PREVIOUS_DIR}/<time>/), or {others}."
+            "Reusing it would report the old model under the new recipe. Fix: --retrain (in notebook 04: retrain = "
+            f"True; the old model and its results move to {Path(run_folder) / PREVIOUS_DIR}/<time>/), or "
+            f"{_OTHERS}."
         )
+
+
+def check_reuse(run_folder: Path, new_recipe, retrain: bool = False, re_evaluate: bool = False) -> None:
+    """Stop before anything runs when ``runs/<run>/`` holds a model or results made with a different recipe.
+
+    Reusing them would put old results under the new recipe's name. The model is compared with the training keys
+    recorded when it was trained (:func:`check_training_reuse`), each result with the settings it records itself,
+    and both with the run's recipe.yaml. The message names the keys and the fixes: ``--retrain`` /
+    ``--re-evaluate`` (notebooks 04 and 06: ``retrain`` / ``re_evaluate = True``; the old outputs move to
+    ``runs/<run>/previous/``), ``--fresh`` (the whole run folder moves aside) or another ``--run-name``.
+    """
+    from open_r1_nb.evaluate.runner import stale_results
+
+    run_folder = Path(run_folder)
+    evaluated = _has_evaluation_outputs(run_folder)
+    if not (_has_training_outputs(run_folder) or evaluated):
+        return
+    check_training_reuse(run_folder, new_recipe, retrain)
+    if re_evaluate or not evaluated:
+        return
+    old = _saved_recipe(run_folder)
+    evaluation = recipe_differences(old, new_recipe)[1] if old is not None else {}
     # Retraining moves the trained model's results aside; the base model's stay, and are stale all the same.
     stale = _base_results(run_folder) if retrain else evaluated
-    if stale and evaluation and not re_evaluate:
-        raise PipelineError(
+    if stale and evaluation:
+        raise StaleOutputsError(
             f"{run_folder / 'eval'} holds results made with different evaluation settings: {_changes(evaluation)}. "
-            f"Fix: --re-evaluate (the old results move to {run_folder / PREVIOUS_DIR}/<time>/), or {others}."
+            "Fix: --re-evaluate (in notebook 06: re_evaluate = True; the old results move to "
+            f"{run_folder / PREVIOUS_DIR}/<time>/), or {_OTHERS}."
+        )
+    # Each result also records its own settings: recipe.yaml may have been rewritten since (notebook 01 alone).
+    from open_r1_nb.evaluate.runner import EvalSettings
+
+    settings = EvalSettings(**new_recipe.pipeline.eval_settings())
+    found = stale_results(
+        run_folder / "eval",
+        list(new_recipe.training.benchmarks or []),
+        settings,
+        new_recipe.pipeline.learning_curve,
+    )
+    if retrain:
+        found = {path: diff for path, diff in found.items() if path.stem == BASE_LABEL}
+    if found:
+        raise StaleOutputsError(
+            "Evaluation results made with different settings: "
+            + "; ".join(f"{path}: {_changes(diff)}" for path, diff in found.items())
+            + ". Fix: --re-evaluate (in notebook 06: re_evaluate = True; the old results move to "
+            f"{run_folder / PREVIOUS_DIR}/<time>/), or {_OTHERS}."
         )
 
 
@@ -276,7 +408,7 @@ def _forget_metrics(run_folder: Path, keys: tuple[str, ...], target: Path | None
         return
     shutil.copy2(path, target / path.name)
     metrics = json.loads(path.read_text())
-    path.write_text(json.dumps({k: v for k, v in metrics.items() if k not in keys}, indent=2))
+    _write_atomic(path, json.dumps({k: v for k, v in metrics.items() if k not in keys}, indent=2))
 
 
 _EVAL_FIGURES = ("eval_comparison.png", "eval_lengths_*.png", "learning_curve.png", "report.md")
@@ -291,7 +423,8 @@ def archive_training_outputs(
     ``recipe_text`` (the recipe they were made with) is written beside them."""
     run_folder = Path(run_folder)
     eval_dir = run_folder / "eval"
-    paths = [run_folder / name for name in ("model", "checkpoints", "train.log", "training_curves.png")]
+    names = ("model", "checkpoints", "train.log", "training_curves.png", FINGERPRINT_FILE)
+    paths = [run_folder / name for name in names]
     paths += sorted(eval_dir.glob(f"*/{run_name}.*")) + sorted(eval_dir.glob("*/curve-*"))
     paths += [p for pattern in _EVAL_FIGURES for p in sorted(run_folder.glob(pattern))]
     target = _move_aside(run_folder, paths, stamp, recipe_text)
@@ -664,8 +797,7 @@ def merge_metrics(folder: Path, update: dict) -> dict:
             metrics[key].update(value)
         else:
             metrics[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2))
+    _write_atomic(path, json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -16,7 +16,12 @@ from typing import Any
 
 from open_r1_nb import launch
 from open_r1_nb.config import save_recipe
-from open_r1_nb.pipeline import RECIPE_FILE, merge_metrics
+from open_r1_nb.pipeline import (
+    RECIPE_FILE,
+    check_training_reuse,
+    merge_metrics,
+    record_training_fingerprint,
+)
 
 
 @dataclass
@@ -41,6 +46,10 @@ class TrainingPlan:
         if env is None:
             # A CPU recipe tells every rank to use the CPU; otherwise the launcher looks for a GPU.
             env = launch.launch_env(cpu=True if self.recipe.training.use_cpu else None)
+        # Checkpoints of another recipe would be resumed from: stop, naming the keys. Then record what this
+        # training is made with, for every later run to compare against.
+        check_training_reuse(self.recipe.run_dir, self.recipe)
+        record_training_fingerprint(self.recipe.run_dir, self.recipe)
         return launch.launch(
             self.recipe_path,
             self.recipe.accelerate_config_file(),
@@ -82,9 +91,17 @@ def plan_training(recipe, num_processes: int | None = None) -> TrainingPlan:
 
 
 def training_finished(recipe) -> bool:
-    """A finished run leaves ``runs/<run>/model`` with weights and its training metrics."""
+    """A finished run leaves ``runs/<run>/model`` with weights and its training metrics, trained with this recipe.
+
+    A model trained with other training keys (recorded in ``runs/<run>/training_fingerprint.json`` when its
+    training started) is not this recipe's: that raises ``StaleOutputsError`` naming the keys and the fix
+    (``retrain``), never counts as finished.
+    """
     model = recipe.run_dir / "model"
-    return (model / "training_metrics.json").exists() and any(model.glob("*.safetensors"))
+    finished = (model / "training_metrics.json").exists() and any(model.glob("*.safetensors"))
+    if finished:
+        check_training_reuse(recipe.run_dir, recipe)
+    return finished
 
 
 def peak_child_rss_mib() -> float | None:

@@ -9,6 +9,7 @@ Outputs, for ``out_dir = runs/<run>/eval``:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,12 +186,17 @@ def _score(problems: list[Problem], outputs: list, math_rule: str = "stated") ->
 
 
 def _write(out_dir: str | Path, benchmark: str, label: str, records: list[dict], summary: dict) -> None:
+    """The samples, then the summary; each written beside its place and renamed into it, so an evaluation killed
+    halfway leaves no summary (the sign of a finished result) and no half-written file."""
     folder = Path(out_dir) / benchmark
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{label}.jsonl").open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record, default=str) + "\n")
-    (folder / f"{label}.json").write_text(json.dumps(summary, indent=2, default=str))
+    for name, text in (
+        (f"{label}.jsonl", "".join(json.dumps(record, default=str) + "\n" for record in records)),
+        (f"{label}.json", json.dumps(summary, indent=2, default=str)),
+    ):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
 
 
 def read_records(out_dir: str | Path, benchmark: str, label: str) -> list[dict]:
@@ -198,9 +204,118 @@ def read_records(out_dir: str | Path, benchmark: str, label: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_summary(out_dir: str | Path, benchmark: str, label: str) -> dict[str, Any] | None:
+#: The settings that change what an evaluation produces, each with the recipe key that sets it (``seed`` is the
+#: sampling seed of EvalSettings, not a recipe key). The batch size and the vLLM engine's layout change only how
+#: fast the same answers come, so a result made with another batch size is still this result.
+RESULT_SETTINGS = {
+    "n": "eval_n",
+    "max_new_tokens": "eval_max_new_tokens",
+    "limit": "eval_limit",
+    "temperature": "eval_temperature",
+    "top_p": "eval_top_p",
+    "top_k": "eval_top_k",
+    "backend": "eval_backend",
+    "math_rule": "eval_math_rule",
+    "seed": "seed",
+}
+
+
+def expected_settings(settings: EvalSettings, benchmark: str) -> dict[str, Any]:
+    """What a summary of ``benchmark`` made with ``settings`` records: n, max_new_tokens and math_rule resolved to
+    the benchmark's own where the settings leave them to it (0, auto), as :func:`evaluate_many` writes them."""
+    spec = get_benchmark(benchmark)
+    values = {key: getattr(settings, key) for key in RESULT_SETTINGS}
+    values["n"] = settings.n or spec.n
+    values["max_new_tokens"] = settings.max_new_tokens or spec.max_new_tokens
+    values["math_rule"] = spec.math_rule if settings.math_rule == "auto" else settings.math_rule
+    return values
+
+
+def settings_changes(summary: dict[str, Any], settings: EvalSettings, benchmark: str) -> dict[str, tuple]:
+    """``{recipe key: (recorded, wanted)}`` where ``summary`` was made with other settings than ``settings``.
+
+    A key the summary does not record (a result from an older version of the project) cannot be compared and is
+    left out; a summary that records no settings at all gives {}.
+    """
+    recorded = summary.get("settings") or {}
+    wanted = expected_settings(settings, benchmark)
+    return {
+        RESULT_SETTINGS[key]: (recorded[key], wanted[key])
+        for key in RESULT_SETTINGS
+        if key in recorded and recorded[key] != wanted[key]
+    }
+
+
+def read_summary(
+    out_dir: str | Path, benchmark: str, label: str, settings: EvalSettings | None = None
+) -> dict[str, Any] | None:
+    """The summary of ``label`` on ``benchmark``, or None when there is none.
+
+    With ``settings``, a summary made with other settings (:data:`RESULT_SETTINGS`: limit, n, max_new_tokens,
+    temperature, top_p, top_k, ...) is None too: it is not the result of this evaluation.
+    """
     path = Path(out_dir) / benchmark / f"{label}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if settings is not None and settings_changes(summary, settings, benchmark):
+        return None
+    return summary
+
+
+def curve_settings(settings: EvalSettings, problems: int) -> EvalSettings:
+    """The learning curve's settings: one sample on each of ``problems`` problems, the rest as ``settings``."""
+    from dataclasses import replace
+
+    return replace(settings, n=1, limit=problems)
+
+
+def stale_results(
+    out_dir: str | Path, benchmarks: list[str], settings: EvalSettings, learning_curve_problems: int = 0
+) -> dict[Path, dict[str, tuple]]:
+    """Every summary under ``out_dir`` for ``benchmarks`` that was made with other settings: ``{path: changes}``.
+
+    The learning curve's points (``curve-<step>``) are compared with their own settings (one sample on
+    ``learning_curve_problems`` problems).
+    """
+    found: dict[Path, dict[str, tuple]] = {}
+    for benchmark in benchmarks:
+        for path in sorted((Path(out_dir) / benchmark).glob("*.json")):
+            wanted = settings
+            if path.stem.startswith("curve-"):
+                if not learning_curve_problems:
+                    continue  # no curve asked for: these points are never read
+                wanted = curve_settings(settings, learning_curve_problems)
+            try:
+                summary = json.loads(path.read_text())
+            except ValueError:
+                continue  # not a summary this project wrote
+            changes = settings_changes(summary, wanted, benchmark)
+            if changes:
+                found[path] = changes
+    return found
+
+
+class StaleResultsError(RuntimeError):
+    """Results on disk were made with other evaluation settings than the ones asked for."""
+
+
+def check_results(
+    out_dir: str | Path, benchmarks: list[str], settings: EvalSettings, learning_curve_problems: int = 0
+) -> None:
+    """Stop when ``out_dir`` holds results made with other settings: reusing them would report them under these
+    settings, and evaluating over them would lose them. The message names each file, the keys and the fix."""
+    found = stale_results(out_dir, benchmarks, settings, learning_curve_problems)
+    if found:
+        listed = "; ".join(
+            f"{path}: " + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diff.items())
+            for path, diff in found.items()
+        )
+        raise StaleResultsError(
+            f"Evaluation results made with other settings than the recipe's: {listed}. Fix: re_evaluate = True in "
+            "notebook 06 (the runner: --re-evaluate), which moves the old results to runs/<run>/previous/<time>/; "
+            "or set the recipe back."
+        )
 
 
 def _checkpoint_tokens(checkpoint: Path) -> float | None:
@@ -225,11 +340,9 @@ def learning_curve(
     Each point is also written as ``eval/<benchmark>/curve-<step>.{jsonl,json}``, so a re-run reuses it. Returns
     ``[{step, tokens, pass@1, pass@1_se, format, eos}]`` in training order.
     """
-    from dataclasses import replace
-
     run_dir = Path(run_dir)
     out_dir = run_dir / "eval"
-    curve_settings = replace(settings, n=1, limit=problems)
+    point_settings = curve_settings(settings, problems)
     points: list[tuple[int, Path, float | None]] = []
     if base_model is not None:
         points.append((0, Path(base_model), 0.0))
@@ -248,9 +361,9 @@ def learning_curve(
     rows = []
     for step, model_dir, tokens in points:
         label = f"curve-{step}"
-        summary = read_summary(out_dir, benchmark, label)
-        if summary is None or summary.get("settings", {}).get("limit") != problems:
-            summary = evaluate(model_dir, benchmark, out_dir, curve_settings, label=label)
+        summary = read_summary(out_dir, benchmark, label, point_settings)
+        if summary is None:
+            summary = evaluate(model_dir, benchmark, out_dir, point_settings, label=label)
         rows.append(
             {
                 "step": step,
