@@ -88,7 +88,9 @@ class RecipeError(ValueError):
 
 
 def _error(key: str, value: Any, problem: str, fix: str, where: str = "") -> RecipeError:
-    shown = _short(value)
+    # A token is never shown: errors are printed, logged and kept in executed notebooks.
+    secret = key in _SECRET_FIELDS or RENAMED_KEYS.get(key) in _SECRET_FIELDS
+    shown = "(hidden)" if secret else _short(value)
     prefix = f"{where}: " if where else ""
     return RecipeError(f"{prefix}`{key}: {shown}` {problem}. Fix: {fix}", key=key, value=value, fix=fix)
 
@@ -1243,7 +1245,8 @@ def _rename(raw: dict[str, Any], notes: list[str], where: str, origin: str) -> d
                 raise _error(
                     key,
                     value,
-                    f"is the old name of `{new}`, which is also given ({raw[new]!r})",
+                    f"is the old name of `{new}`, which is also given "
+                    f"({'(hidden)' if new in _SECRET_FIELDS else repr(raw[new])})",
                     f"keep only `{new}`",
                     where,
                 )
@@ -1870,6 +1873,8 @@ def load_recipe(
     kwargs = _resolve_sections(data, where)
     for key, old in before.items():
         new = next(kw[key] for kw in kwargs.values() if key in kw)
+        if key in _SECRET_FIELDS:  # notes are printed and written into recipe.yaml's header
+            old, new = ("(hidden)" if v not in (None, "(not set)") else v for v in (old, new))
         if old != new:
             notes.append(f"override `{key}`: {_short(old)} -> {_short(new)}.")
     _check_required(kwargs, where)

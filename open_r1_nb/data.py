@@ -242,7 +242,11 @@ def get_dataset(args) -> Any:
                 f"{mixture.datasets[0].id!r} has {parts[0].column_names}: the mixture concatenates them, so they "
                 "need the same columns. Fix: give every entry the same `columns`, e.g. columns: [messages]."
             )
-    combined = datasets.concatenate_datasets(parts).shuffle(seed=seed)
+    try:
+        combined = datasets.concatenate_datasets(parts)
+    except ValueError as err:  # same column names, types that cannot be aligned
+        raise DatasetLoadError(_schema_mismatch(mixture.datasets, parts, err)) from None
+    combined = combined.shuffle(seed=seed)
     test_size = getattr(mixture, "test_split_size", None)
     if test_size is not None:
         try:
@@ -253,6 +257,31 @@ def get_dataset(args) -> Any:
                 f"({err}). Fix: a fraction in (0, 1) or a number of rows below {len(combined)}."
             ) from None
     return datasets.DatasetDict({"train": combined})
+
+
+def _schema_mismatch(entries, parts, err: Exception) -> str:
+    """Which columns of a mixture's sources hold different types, in words, with the fix."""
+    first_entry, first = entries[0], parts[0]
+    differing, columns = [], set()
+    for entry, ds in zip(entries[1:], parts[1:], strict=True):
+        for column in first.column_names:
+            if ds.features[column] != first.features[column]:
+                columns.add(column)
+                differing.append(
+                    f"column {column!r} is {first.features[column]} in {first_entry.id!r} but "
+                    f"{ds.features[column]} in {entry.id!r}"
+                )
+    if not differing:
+        return f"dataset_mixture: the datasets cannot be concatenated ({err})."
+    fixes = []
+    if columns - {"messages"}:
+        fixes.append("keep only the columns training reads, the same in every entry: columns: [messages]")
+    if "messages" in columns:
+        fixes.append("give every source's messages the same fields (one source's turns add or lack a field)")
+    return (
+        f"dataset_mixture: the datasets have the same columns but not the same types: {'; '.join(differing)}. The "
+        f"mixture concatenates them, so each column needs one type. Fix: {'; and '.join(fixes)}."
+    )
 
 
 def mixture_table(args, dataset) -> Any:

@@ -50,6 +50,11 @@ TAIL_LINES = 40
 _SECRET_NAME = re.compile(r"(^HF_TOKEN$|^WANDB_API_KEY$|_TOKEN$|_KEY$|_SECRET$|PASSWORD)", re.IGNORECASE)
 # Shorter values are too likely to occur by chance ("1", "true") to be replaced everywhere.
 _MIN_SECRET_LEN = 5
+# Command-line options whose values are secrets (``--hub_token hf_...``, ``--set hub_token=hf_...``). Narrower than
+# the environment's names: ``--eos_token``/``--pad_token`` name tokens of a vocabulary, which must stay readable.
+_SECRET_OPTION = re.compile(
+    r"^(hub_token|token|hf_token|wandb_api_key|api_key|\w+_api_key|\w+_secret|\w*password)$", re.IGNORECASE
+)
 
 # A tqdm bar, e.g. " 25%|██▌       | 1/4 [00:00<00:00, 13.26it/s]" (possibly with a description first).
 _PROGRESS = re.compile(r"\d+%\|.*\|\s*(\d+)/(\d+)")
@@ -206,6 +211,42 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     """Values of the variables whose names look secret, longest first (so overlapping values redact fully)."""
     values = {v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= _MIN_SECRET_LEN}
     return sorted(values, key=len, reverse=True)
+
+
+def _secret_option(arg: str) -> tuple[bool, str | None]:
+    """(whether ``arg`` is a secret option, its value when given in the same argument)."""
+    name, eq, value = arg.lstrip("-").partition("=")
+    if not _SECRET_OPTION.match(name.replace("-", "_")) or (not eq and not arg.startswith("-")):
+        return False, None
+    return True, value if eq else None
+
+
+def secret_arguments(args: Sequence[str]) -> list[str]:
+    """Values of secret options on a command line: ``--hub_token X``, ``--hub_token=X`` and ``hub_token=X`` (the
+    runner's ``--set``). Only environment values were redacted before; a token typed as an argument is as secret."""
+    values = set()
+    for i, arg in enumerate(args):
+        secret, value = _secret_option(str(arg))
+        if secret and value is None and i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
+            value = str(args[i + 1])
+        if secret and value and len(value) >= _MIN_SECRET_LEN:
+            values.add(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def without_secret_arguments(args: Sequence[str]) -> list[str]:
+    """``args`` without its secret options and their values (for a command that needs none of them)."""
+    out, skip = [], False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        secret, value = _secret_option(str(arg))
+        if secret:
+            skip = value is None and i + 1 < len(args) and not str(args[i + 1]).startswith("--")
+            continue
+        out.append(arg)
+    return out
 
 
 def redact(text: str, env: Mapping[str, str] | Iterable[str]) -> str:
@@ -470,7 +511,9 @@ def run(
     cmd = [str(c) for c in cmd]
     child_env = launch_env() if env is None else dict(env)
     child_env["PYTHONUNBUFFERED"] = "1"
-    secrets = secret_values({**os.environ, **child_env})
+    secrets = sorted(
+        {*secret_values({**os.environ, **child_env}), *secret_arguments(cmd)}, key=len, reverse=True
+    )
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -574,7 +617,7 @@ def launch(
     cmd = build_command(
         recipe_path, config, num_processes, main_process_port=chosen, extra_args=extra_args, module=module
     )
-    print(f"[launch] $ {format_command(cmd)}", flush=True)
+    print(f"[launch] $ {redact(format_command(cmd), secret_arguments(cmd))}", flush=True)
     log_path = Path(log_path) if log_path is not None else recipe_path.parent / "train.log"
     return run(cmd, log_path, env=env, on_line=on_line, echo=echo)
 

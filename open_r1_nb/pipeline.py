@@ -622,6 +622,19 @@ def _validate(profile: str | Path, overrides: dict[str, Any]):
         raise RecipeError(f"command-line overrides {given}: {err}", err.key, err.value, err.fix) from None
 
 
+def _token_to_environment(overrides: dict[str, Any], echo) -> None:
+    """``--set hub_token=...`` goes to HF_TOKEN, where huggingface_hub reads it for every push, and leaves the
+    overrides: they are passed to notebook 01 as a parameter (kept in its executed copy), printed in errors and
+    notes, and recipe.yaml never holds a token, so training would not have seen it there anyway."""
+    from open_r1_nb.config import RENAMED_KEYS
+
+    for key in [k for k in overrides if RENAMED_KEYS.get(k, k) == "hub_token"]:
+        token = overrides.pop(key)
+        if token:
+            os.environ["HF_TOKEN"] = str(token)
+            echo(f"  --set {key}: given to the notebooks and training as HF_TOKEN (never written to a file)")
+
+
 def run_pipeline(
     profile: str | Path,
     only: list[str] | None = None,
@@ -654,6 +667,7 @@ def run_pipeline(
     # Every process started from here (notebook kernels, training, evaluation) measures the run from this moment.
     os.environ[PIPELINE_START_ENV] = str(time.time())
     overrides = dict(overrides or {})
+    _token_to_environment(overrides, echo)
     if "run_name" in overrides:
         run_name = run_name or str(overrides["run_name"])
     if run_name:

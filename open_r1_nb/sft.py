@@ -11,6 +11,7 @@ tokens per second and the padding share, and the saved generation config stops a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -172,6 +173,17 @@ class ThroughputSFTTrainer(SFTTrainer):
         finally:
             torch.load = original
 
+    # Saving: the Trainer pickles its arguments into every checkpoint and the model folder (training_args.bin), and
+    # a hub_token given on the command line would be written there in clear; it is lent to HF_TOKEN instead (where
+    # huggingface_hub reads it for an upload) while a save or a checkpoint push runs.
+    def _save(self, output_dir=None, state_dict=None):
+        with _token_out_of_arguments(self.args):
+            return super()._save(output_dir, state_dict)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        with _token_out_of_arguments(self.args):
+            return super()._push_from_checkpoint(checkpoint_folder)
+
     def log(self, logs, *args, **kwargs):
         if self._train_start is not None and "loss" in logs:
             counts = self.accelerator.reduce(
@@ -186,6 +198,25 @@ class ThroughputSFTTrainer(SFTTrainer):
 
 
 # ---------------------------------------------------------------------------------------------- saving
+
+
+@contextlib.contextmanager
+def _token_out_of_arguments(args):
+    """``args.hub_token`` set to None, and HF_TOKEN to the token, for the time of the block."""
+    token = getattr(args, "hub_token", None)
+    if not token:
+        yield
+        return
+    saved = os.environ.get("HF_TOKEN")
+    args.hub_token, os.environ["HF_TOKEN"] = None, token
+    try:
+        yield
+    finally:
+        args.hub_token = token
+        if saved is None:
+            os.environ.pop("HF_TOKEN", None)
+        else:
+            os.environ["HF_TOKEN"] = saved
 
 
 def final_model_dir(output_dir: str | Path) -> Path:
@@ -500,7 +531,9 @@ def evaluate_after_training(config: str | Path, overrides: list[str], model_dir:
         "--evaluate_only",
         str(model_dir),
     ]
-    command += overrides
+    from open_r1_nb.launch import without_secret_arguments
+
+    command += without_secret_arguments(overrides)  # logged below; the evaluation needs no token
     process = subprocess.Popen(command, env=evaluation_env())
     logger.info(
         "evaluating after training in a new process (pid %d; training ran in pid %d): %s",
