@@ -28,10 +28,12 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +46,7 @@ from open_r1_nb.paths import PARAMETERS_DIR, REPO_ROOT, resolve_local
 
 ACCELERATE_CONFIG_DIR = PARAMETERS_DIR / "accelerate"
 DEFAULT_PORT = 29500
+PORT_ATTEMPTS = 3  # launches when the rendezvous port is taken before it is bound
 TAIL_LINES = 40
 
 # Names whose values must never reach a log or a notebook output.
@@ -498,6 +501,7 @@ def run(
     echo: bool = True,
     progress_every_s: float = 10.0,
     stop_grace_s: float = 15.0,
+    rank_timeout_s: float | None = None,
 ) -> LaunchResult:
     """Run ``cmd``, streaming its merged stdout/stderr line by line; raise LaunchError when it fails.
 
@@ -506,11 +510,18 @@ def run(
     ends, so tqdm's bars arrive as lines; only one bar line per ``progress_every_s`` is printed (all go to the
     log and to ``on_line``). ``env=None`` means ``launch_env()``; PYTHONUNBUFFERED=1 is always set so output
     arrives as it is written. A KeyboardInterrupt (the kernel's stop button) stops the processes (SIGTERM, then
-    SIGKILL after ``stop_grace_s``) and re-raises.
+    SIGKILL after ``stop_grace_s``) and re-raises. A training rank that stops responding (alive, no heartbeat for
+    ``rank_timeout_s``, default ``OPEN_R1_NB_RANK_TIMEOUT`` or 1800 s; see ``open_r1_nb.watchdog``) stops the
+    processes too, and the LaunchError (kind ``"hung"``) names the rank.
     """
+    from open_r1_nb import watchdog
+
     cmd = [str(c) for c in cmd]
     child_env = launch_env() if env is None else dict(env)
     child_env["PYTHONUNBUFFERED"] = "1"
+    timeout_s = watchdog.rank_timeout_s(child_env) if rank_timeout_s is None else rank_timeout_s
+    heartbeats = Path(tempfile.mkdtemp(prefix="open_r1_nb_heartbeat_"))
+    child_env[watchdog.HEARTBEAT_DIR_ENV] = str(heartbeats)
     secrets = sorted(
         {*secret_values({**os.environ, **child_env}), *secret_arguments(cmd)}, key=len, reverse=True
     )
@@ -540,6 +551,7 @@ def run(
             errors="replace",
             start_new_session=True,
         )
+        watch = watchdog.Watchdog(heartbeats, timeout_s, lambda: terminate(proc, stop_grace_s)).start()
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -572,9 +584,20 @@ def run(
             if echo:
                 print(f"[launch] {note}: the training processes were stopped.", flush=True)
             raise
+        finally:
+            watch.close()
+            shutil.rmtree(heartbeats, ignore_errors=True)
         duration = time.monotonic() - start
         log.write(f"# exit code {returncode} after {duration:.1f} s\n")
+        if watch.hung:
+            log.write(f"# {watch.message()}\n")
 
+    if watch.hung:
+        message = (
+            f"{watch.message()}\n  {redact(format_command(cmd), secrets)}\nlog: {log_path}\n"
+            f"\nLast {len(tail)} lines of the log:\n" + "\n".join(tail)
+        )
+        raise LaunchError(message, returncode=returncode, command=cmd, tail=list(tail), kind="hung")
     if returncode != 0:
         kind, advice = diagnose(returncode, kinds, trained)
         message = f"the command exited with code {returncode}"
@@ -611,15 +634,32 @@ def launch(
         if not p.is_file():
             raise FileNotFoundError(f"{what} not found: {p}")
     check_cuda_for(recipe_path, config)
-    chosen = free_port(port) if num_processes > 1 else None
-    if chosen is not None and chosen != port:
-        print(f"[launch] port {port} is busy (another run?); using {chosen} for the rendezvous.", flush=True)
-    cmd = build_command(
-        recipe_path, config, num_processes, main_process_port=chosen, extra_args=extra_args, module=module
-    )
-    print(f"[launch] $ {redact(format_command(cmd), secret_arguments(cmd))}", flush=True)
     log_path = Path(log_path) if log_path is not None else recipe_path.parent / "train.log"
-    return run(cmd, log_path, env=env, on_line=on_line, echo=echo)
+    # The port is free when chosen, but another program can bind it before the rendezvous does (the launcher
+    # starts seconds later): that failure happens before any rank trains, so launching again on a new port is safe.
+    attempts = PORT_ATTEMPTS if num_processes > 1 else 1
+    for attempt in range(1, attempts + 1):
+        chosen = free_port(port) if num_processes > 1 else None
+        if chosen is not None and chosen != port:
+            print(
+                f"[launch] port {port} is busy (another run?); using {chosen} for the rendezvous.", flush=True
+            )
+        cmd = build_command(
+            recipe_path, config, num_processes, main_process_port=chosen, extra_args=extra_args, module=module
+        )
+        print(f"[launch] $ {redact(format_command(cmd), secret_arguments(cmd))}", flush=True)
+        try:
+            return run(cmd, log_path, env=env, on_line=on_line, echo=echo)
+        except LaunchError as err:
+            if err.kind != "port" or attempt == attempts:
+                raise
+            print(
+                f"[launch] port {chosen} was taken between choosing it and the rendezvous binding it (another "
+                f"program got there first); launching again on a new port (attempt {attempt + 1} of {attempts}).",
+                flush=True,
+            )
+            port = 0  # any port the OS reports free
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------------- the log

@@ -12,10 +12,12 @@ tokens per second and the padding share, and the saved generation config stops a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -173,6 +175,18 @@ class ThroughputSFTTrainer(SFTTrainer):
         finally:
             torch.load = original
 
+    def _save_checkpoint(self, model, trial):
+        # A full disk must not cost the last complete checkpoint: the free space is checked before the new one is
+        # written, and a write that fails for want of space says how much is needed (see ``DiskFullError``).
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        check_space_for_checkpoint(folder, self.model, self.args)
+        try:
+            return super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err):
+                raise
+            raise DiskFullError(disk_full_message(folder, self.model, self.args, err)) from err
+
     # Saving: the Trainer pickles its arguments into every checkpoint and the model folder (training_args.bin), and
     # a hub_token given on the command line would be written there in clear; it is lent to HF_TOKEN instead (where
     # huggingface_hub reads it for an upload) while a save or a checkpoint push runs.
@@ -198,6 +212,87 @@ class ThroughputSFTTrainer(SFTTrainer):
 
 
 # ---------------------------------------------------------------------------------------------- saving
+
+
+class DiskFullError(OSError):
+    """A checkpoint or the model does not fit on the disk; the message says how much space it needs."""
+
+
+# How a full disk shows: OSError ENOSPC from Python, safetensors' Rust error, torch's zip writer.
+_DISK_FULL = re.compile(r"No space left on device|os error 28|StorageFull|ENOSPC", re.IGNORECASE)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return getattr(err, "errno", None) == errno.ENOSPC or bool(_DISK_FULL.search(str(err)))
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
+def checkpoint_bytes(output_dir: Path, model, args) -> tuple[int, str]:
+    """The space the next checkpoint takes, and how that is known: the size of the last complete checkpoint,
+    else the model's weights plus AdamW's two fp32 moments per parameter (unless save_only_model)."""
+    complete, _ = find_checkpoints(output_dir)
+    if complete:
+        return _size(complete[-1]), f"the size of {complete[-1].name}"
+    params = list(model.parameters()) if model is not None else []
+    weights = sum(p.numel() * p.element_size() for p in params)
+    optimizer = 0 if args.save_only_model else sum(2 * 4 * p.numel() for p in params if p.requires_grad)
+    return weights + optimizer, "the model's weights and optimizer state"
+
+
+def _free_bytes(path: Path) -> int:
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def disk_full_message(folder: Path, model, args, err: BaseException | None = None) -> str:
+    needed, how = checkpoint_bytes(folder.parent, model, args)
+    free = _free_bytes(folder.parent)
+    complete, _ = find_checkpoints(folder.parent)
+    last = (
+        f"The last complete checkpoint, {complete[-1]}, is intact: training resumes from it when launched again."
+        if complete
+        else "No complete checkpoint was saved yet."
+    )
+    written = (
+        f" The incomplete {folder.name} ({_gib(_size(folder))} written) is skipped on resume; delete it to free "
+        "its space."
+        if folder.is_dir()
+        else ""
+    )
+    cause = f" ({type(err).__name__}: {err})" if err is not None else ""
+    room = (
+        f"free at least {_gib((needed * 1.1) - free)} there"
+        if free < needed * 1.1
+        else "make sure it stays free (something else filled the disk while this was saved)"
+    )
+    return (
+        f"Not enough disk space for {folder.name}{cause}: it needs about {_gib(needed)} ({how}) and the disk "
+        f"holding {folder.parent} has {_gib(free)} free. {last}{written} Fix: {room}, keep fewer checkpoints "
+        "(save_total_limit), or give the run a bigger disk."
+    )
+
+
+def check_space_for_checkpoint(folder: Path, model, args) -> None:
+    """Raise DiskFullError before ``folder`` is written when its disk lacks the space (with 10% to spare).
+
+    Every rank decides as rank 0 does (its answer is broadcast): ranks that disagreed would leave one of them
+    waiting in the save's collectives for one that has stopped.
+    """
+    needed, _ = checkpoint_bytes(folder.parent, model, args)
+    short = _free_bytes(folder.parent) < needed * 1.1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        decision = [short]
+        torch.distributed.broadcast_object_list(decision, src=0)
+        short = decision[0]
+    if short:
+        raise DiskFullError(disk_full_message(folder, model, args))
 
 
 @contextlib.contextmanager
@@ -338,6 +433,12 @@ def train(recipe) -> Path:
         )
     )
 
+    from open_r1_nb.watchdog import heartbeat_callback_from_env
+
+    # A heartbeat while training, for the launcher to name this rank if it stops responding (open_r1_nb.watchdog).
+    if (heartbeat := heartbeat_callback_from_env()) is not None:
+        trainer.add_callback(heartbeat)
+
     logger.info("*** Train ***")
     from open_r1_nb.preemption import stop_callback_from_env
 
@@ -377,7 +478,17 @@ def save_and_push(trainer, tokenizer, script_args, metrics: dict) -> Path:
     logger.info("*** Save model ***")
     model_dir = final_model_dir(training_args.output_dir)
     finalize_generation_config(trainer.model, tokenizer)
-    trainer.save_model(str(model_dir), _internal_call=True)
+    try:
+        trainer.save_model(str(model_dir), _internal_call=True)
+    except (OSError, RuntimeError) as err:
+        if not is_disk_full(err):
+            raise
+        raise DiskFullError(
+            f"Not enough disk space for the final model in {model_dir} ({type(err).__name__}: {err}): it needs about "
+            f"{_gib(sum(p.numel() * p.element_size() for p in trainer.model.parameters()))} and the disk has "
+            f"{_gib(_free_bytes(Path(model_dir)))} free. The checkpoints in {training_args.output_dir} are intact: "
+            "free the space and launch again, and the model is saved from the last one."
+        ) from err
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(model_dir))
         trainer.create_model_card(

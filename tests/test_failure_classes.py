@@ -5,8 +5,12 @@ given as an argument, a rendezvous port lost between choice and bind, a mixture 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -187,3 +191,221 @@ def test_secret_arguments_are_found_in_every_spelling_and_vocabulary_tokens_are_
     assert launch.secret_arguments(["--set", f"hub_token={TOKEN}"]) == [TOKEN]
     assert launch.without_secret_arguments(args) == ["--eos_token", "<|im_end|>", "--pad-token=<pad>"]
     assert launch.redact(f"cmd --hub_token {TOKEN}", launch.secret_arguments(args)) == "cmd --hub_token ***"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Launches for real (accelerate, torchrun, two gloo ranks) of a small module instead of the training: a rank that
+# hangs, and a rendezvous port taken between its choice and its bind.
+# ------------------------------------------------------------------------------------------------------------
+
+PROBE = """
+import os, sys, time
+from accelerate import PartialState
+from open_r1_nb.watchdog import HEARTBEAT_DIR_ENV, Heartbeat
+
+state = PartialState(cpu=True)
+print(f"probe rank {state.process_index} of {state.num_processes} pid {os.getpid()}", flush=True)
+if os.environ.get("PROBE_HANG"):
+    beat = Heartbeat(os.environ[HEARTBEAT_DIR_ENV])
+    beat.beat("step 1", force=True)
+    if state.process_index == 1:
+        time.sleep(600)  # alive and silent: hung
+    time.sleep(1.5)
+    beat.beat("step 2", force=True)
+state.wait_for_everyone()  # rank 0 waits here, in a collective, for rank 1
+"""
+
+
+@pytest.fixture
+def probe(tmp_path):
+    """A module the launcher starts on every rank, a recipe that says use_cpu, and the environment to find it."""
+    (tmp_path / "probe_module").mkdir()
+    (tmp_path / "probe_module" / "rank_probe.py").write_text(PROBE)
+    (tmp_path / "recipe.yaml").write_text("use_cpu: true\n")
+    env = launch.launch_env(cpu=True)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "probe_module"), env["PYTHONPATH"]])
+    return tmp_path / "recipe.yaml", env
+
+
+def _probe_pids(text: str) -> list[int]:
+    # Anywhere in a line: two ranks printing at once can share one.
+    return [int(pid) for pid in re.findall(r"probe rank \d of \d pid (\d+)", text)]
+
+
+def test_a_hung_rank_fails_the_launch_in_time_naming_the_rank(probe, tmp_path, monkeypatch):
+    import psutil
+
+    recipe, env = probe
+    env = {**env, "PROBE_HANG": "1", "OPEN_R1_NB_RANK_TIMEOUT": "3"}
+    start = time.monotonic()
+    with pytest.raises(launch.LaunchError) as err:
+        launch.launch(recipe, "cpu_2proc", 2, env=env, module="rank_probe", log_path=tmp_path / "train.log")
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    assert err.value.kind == "hung"
+    assert message.startswith("rank 1 (pid ") and "stopped responding" in message
+    assert "past the limit of 3 s (OPEN_R1_NB_RANK_TIMEOUT)" in message
+    assert "rank 0" in message  # silent too: waiting for rank 1 in the collective
+    assert elapsed < 60, f"took {elapsed:.0f} s to notice"
+    log = (tmp_path / "train.log").read_text()
+    assert "# rank 1 (pid" in log
+    pids = _probe_pids(log)
+    assert len(pids) == 2
+    time.sleep(0.5)
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_rank_timeout_must_be_a_positive_number(probe, tmp_path):
+    recipe, env = probe
+    with pytest.raises(
+        ValueError, match="OPEN_R1_NB_RANK_TIMEOUT='soon' is not a positive number of seconds"
+    ):
+        launch.run(["true"], tmp_path / "log", env={**env, "OPEN_R1_NB_RANK_TIMEOUT": "soon"})
+
+
+def test_the_heartbeat_callback_beats_while_training_only(tmp_path, monkeypatch):
+    from open_r1_nb import watchdog
+
+    monkeypatch.setenv(watchdog.HEARTBEAT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "3")
+    callback = watchdog.heartbeat_callback_from_env()
+    state = NS(global_step=4)
+    callback.on_train_begin(None, state, None)
+    [silent] = watchdog.silences(tmp_path)
+    assert (silent.rank, silent.pid, silent.what) == (3, os.getpid(), "training started")
+    callback.on_step_begin(None, state, None)  # within a second of the last: not written again
+    assert watchdog.silences(tmp_path)[0].what == "training started"
+    callback.on_save(None, state, None)
+    assert watchdog.silences(tmp_path)[0].what == "saved checkpoint-4"
+    callback.on_train_end(None, state, None)  # saving and evaluating after training are not watched
+    assert watchdog.silences(tmp_path) == []
+    monkeypatch.delenv(watchdog.HEARTBEAT_DIR_ENV)
+    assert watchdog.heartbeat_callback_from_env() is None
+
+
+def test_a_port_taken_before_the_rendezvous_binds_it_is_retried(probe, tmp_path, monkeypatch, capsys):
+    """accelerate checks the port too, by connecting; a port that something has bound without listening yet
+    passes that check and still cannot be bound by torchrun's store: the race as it happens."""
+    recipe, env = probe
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    port = taken.getsockname()[1]
+    real_free_port = launch.free_port
+    chosen: list[int] = []
+
+    def free_port_then_lost(preferred=launch.DEFAULT_PORT):
+        chosen.append(port if not chosen else real_free_port(preferred))
+        return chosen[-1]
+
+    monkeypatch.setattr(launch, "free_port", free_port_then_lost)
+    try:
+        result = launch.launch(
+            recipe, "cpu_2proc", 2, env=env, module="rank_probe", log_path=tmp_path / "t.log"
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 0 and len(chosen) == 2 and chosen[1] != port
+    out = capsys.readouterr().out
+    assert f"port {port} was taken between choosing it and the rendezvous binding it" in out
+    assert "attempt 2 of 3" in out
+    log = (tmp_path / "t.log").read_text()
+    assert "EADDRINUSE" in log and log.count("# $ ") == 2
+    assert "probe rank 0 of 2" in log and "probe rank 1 of 2" in log
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A full disk while saving a checkpoint: the last complete checkpoint stays usable (training resumes from it), and
+# the message says how much space the new one needs and how much there is.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _trainer(tiny_model_dir, smoke_data_dir, output_dir: Path, max_steps: int):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    from open_r1_nb.model import prepare_tokenizer
+
+    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:8]]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prepare_tokenizer(tokenizer)
+    args = SFTConfig(
+        output_dir=str(output_dir), use_cpu=True, report_to="none", bf16=False, max_length=256,
+        per_device_train_batch_size=2, max_steps=max_steps, save_steps=1, logging_steps=1, disable_tqdm=True,
+    )  # fmt: skip
+    return sft.ThroughputSFTTrainer(
+        model=str(tiny_model_dir),
+        args=args,
+        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
+        processing_class=tokenizer,
+        callbacks=[sft.CheckpointCompleteCallback()],
+    )
+
+
+def _resumes_from(tiny_model_dir, smoke_data_dir, output_dir: Path, step: int) -> None:
+    """The last complete checkpoint is ``checkpoint-<step>``, and training resumes from it to the end."""
+    last = sft.last_complete_checkpoint(output_dir, quarantine=True)
+    assert last == output_dir / f"checkpoint-{step}"
+    trainer = _trainer(tiny_model_dir, smoke_data_dir, output_dir, max_steps=step + 1)
+    trainer.train(resume_from_checkpoint=str(last))
+    assert trainer.state.global_step == step + 1
+    assert sft.checkpoint_is_complete(output_dir / f"checkpoint-{step + 1}")
+
+
+def test_too_little_space_stops_before_the_checkpoint_is_written(
+    tiny_model_dir, smoke_data_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    output_dir = tmp_path / "checkpoints"
+    trainer = _trainer(tiny_model_dir, smoke_data_dir, output_dir, max_steps=3)
+    real_usage = shutil.disk_usage
+
+    def nearly_full(path):  # the real disk until checkpoint-1 exists, then 1 MiB free
+        usage = real_usage(path)
+        if not sft.checkpoint_is_complete(output_dir / "checkpoint-1"):
+            return usage
+        return usage._replace(free=2**20)
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    with pytest.raises(sft.DiskFullError) as err:
+        trainer.train()
+    message = str(err.value)
+    size = sum(p.stat().st_size for p in (output_dir / "checkpoint-1").rglob("*") if p.is_file())
+    assert f"Not enough disk space for checkpoint-2: it needs about {size / 2**20:.1f} MiB" in message
+    assert "(the size of checkpoint-1)" in message and "has 1.0 MiB free" in message
+    assert f"The last complete checkpoint, {output_dir / 'checkpoint-1'}, is intact" in message
+    assert "save_total_limit" in message
+    assert not (output_dir / "checkpoint-2").exists()  # nothing half-written
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    _resumes_from(tiny_model_dir, smoke_data_dir, output_dir, 1)
+
+
+def test_a_disk_that_fills_during_a_save_leaves_the_last_checkpoint_usable(
+    tiny_model_dir, smoke_data_dir, tmp_path, monkeypatch
+):
+    """The write itself fails (ENOSPC), half-way through checkpoint-2: the free-space check passed (another
+    program filled the disk meanwhile)."""
+    import transformers.modeling_utils as modeling_utils
+
+    output_dir = tmp_path / "checkpoints"
+    trainer = _trainer(tiny_model_dir, smoke_data_dir, output_dir, max_steps=3)
+    real_save = modeling_utils.safe_save_file
+
+    def save_until_full(tensors, filename, metadata=None):
+        if "checkpoint-2" not in str(filename):
+            return real_save(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(b"\0" * 4096)  # what got written before the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", save_until_full)
+    with pytest.raises(sft.DiskFullError) as err:
+        trainer.train()
+    message = str(err.value)
+    assert message.startswith("Not enough disk space for checkpoint-2 (OSError: [Errno 28] No space left")
+    assert "it needs about" in message and "(the size of checkpoint-1)" in message and "free" in message
+    assert "The incomplete checkpoint-2 (" in message and "skipped on resume" in message
+    assert not sft.checkpoint_is_complete(output_dir / "checkpoint-2")
+    monkeypatch.setattr(modeling_utils, "safe_save_file", real_save)
+    _resumes_from(tiny_model_dir, smoke_data_dir, output_dir, 1)
+    assert any(p.name.startswith("checkpoint-2.partial") for p in output_dir.iterdir())  # kept aside, unused
