@@ -446,15 +446,7 @@ def train(recipe) -> Path:
     stop_on_request = stop_callback_from_env()
     if stop_on_request is not None:
         trainer.add_callback(stop_on_request)
-    from open_r1_nb.preemption import stop_callback_from_env
-
-    # The Slurm script's stop file (OPEN_R1_NB_STOP_FILE): save a checkpoint and exit for the requeued job.
-    stop_on_request = stop_callback_from_env()
-    if stop_on_request is not None:
-        trainer.add_callback(stop_on_request)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if stop_on_request is not None:
-        stop_on_request.raise_if_stopped(training_args.output_dir)
     if stop_on_request is not None:
         stop_on_request.raise_if_stopped(training_args.output_dir)
     metrics = result.metrics

@@ -3,9 +3,13 @@
 # `make test` calls this. As root with apt (CI, a container) it installs what is missing; otherwise it prints the one
 # command to run and goes on, and the tests that need a missing package fail naming it.
 set -euo pipefail
+# Daemons (slurmctld, munged) live in sbin folders, which a user's PATH often lacks.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # package -> the command that shows it is installed
 declare -A NEEDED=(
+  [slurm-wlm]=slurmctld  # tests/test_slurm_cluster.py: a one-node Slurm cluster (slurmctld, slurmd, sbatch)
+  [munge]=munged        # Slurm's authentication daemon
 )
 
 missing=()
