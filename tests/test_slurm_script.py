@@ -171,3 +171,19 @@ def test_usr1_makes_the_ranks_save_and_stop_then_requeues_the_job(slurm):
     assert "received SIGUSR1" in out
     assert _argv(log, "scontrol")[-2:] == ["requeue", "4242"]
     assert not stop_file.exists(), "the stop file must not stop the requeued job at once"
+
+
+def test_a_node_list_written_in_several_pieces_does_not_stop_the_script(slurm):
+    # `scontrol show hostnames` prints one line per node; the script wants the first. Reading it with `| head -n 1`
+    # under `set -o pipefail` ended the whole job with status 141 whenever scontrol was still writing when head
+    # exited (SIGPIPE): a race that depends on the load and the length of the node list. This stand-in writes the
+    # second line after a pause, so the race is always lost.
+    work, log, env = slurm
+    scontrol = Path(env["PATH"].split(os.pathsep)[0]) / "scontrol"
+    scontrol.write_text("""#!/bin/bash
+printf '%s\\0' "$@" >> "$FAKE_LOG/scontrol.argv"
+if [[ "$1 $2" == "show hostnames" ]]; then echo gpu-node-1; sleep 0.3; echo gpu-node-2; fi
+""")
+    done = _run(slurm, "runs/r/recipe.yaml")
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert _option(_argv(log, "accelerate"), "--main_process_ip") == "gpu-node-1"
