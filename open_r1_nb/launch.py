@@ -491,6 +491,71 @@ def terminate(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
     proc.wait()
 
 
+def _stop_with_parent() -> Callable[[], None] | None:
+    """For Popen's ``preexec_fn``: the child gets SIGTERM when the process that launched it dies (Linux).
+
+    A notebook's kernel exits within a second of its runner being killed, and a training it launched would
+    otherwise go on alone, writing checkpoints and results into the run folder while the re-run trains there too.
+    torchrun handles the SIGTERM by stopping its ranks (and their process groups, the evaluation after training
+    among them). Elsewhere: None, and ``launch`` still refuses to start beside a training left running.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent, pr_set_pdeathsig = os.getpid(), 1
+
+    def stop_with_parent() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return stop_with_parent
+
+
+def running_trainings(recipe_path: str | os.PathLike) -> list[Any]:
+    """Live processes that train, or evaluate after training, from ``recipe_path`` (``-m open_r1_nb.sft --config
+    <recipe_path>``): the ranks and launcher of an earlier launch that is still running."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    target = str(_absolute(recipe_path))
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if proc.pid == os.getpid() or "open_r1_nb.sft" not in cmd:
+            continue
+        configs = {_absolute(cmd[i + 1]) for i, arg in enumerate(cmd[:-1]) if arg == "--config"}
+        if any(str(c) == target for c in configs):
+            found.append(proc)
+    return found
+
+
+class AlreadyRunningError(RuntimeError):
+    """An earlier launch of the same recipe is still running; two would write the same checkpoints."""
+
+
+def check_not_running(recipe_path: str | os.PathLike, wait_s: float = 30.0) -> None:
+    """Wait up to ``wait_s`` for an earlier training of ``recipe_path`` to end (one whose launcher was just
+    stopped is shutting down), then refuse to start beside it, naming its processes and how to stop them."""
+    deadline = time.monotonic() + wait_s
+    while (others := running_trainings(recipe_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if others:
+        pids = " ".join(str(p.pid) for p in others)
+        raise AlreadyRunningError(
+            f"A training of {recipe_path} is already running (pids {pids}), left by an earlier launch (a notebook "
+            "or runner stopped while it trained?). Two would write the same checkpoints and model. Fix: wait for "
+            f"it to end, or stop it: kill {pids}; then launch again (training resumes from the last complete "
+            "checkpoint)."
+        )
+
+
 def run(
     cmd: Sequence[str],
     log_path: str | os.PathLike,
@@ -550,6 +615,7 @@ def run(
             encoding="utf-8",
             errors="replace",
             start_new_session=True,
+            preexec_fn=_stop_with_parent(),
         )
         watch = watchdog.Watchdog(heartbeats, timeout_s, lambda: terminate(proc, stop_grace_s)).start()
         try:
@@ -634,6 +700,7 @@ def launch(
         if not p.is_file():
             raise FileNotFoundError(f"{what} not found: {p}")
     check_cuda_for(recipe_path, config)
+    check_not_running(recipe_path)
     log_path = Path(log_path) if log_path is not None else recipe_path.parent / "train.log"
     # The port is free when chosen, but another program can bind it before the rendezvous does (the launcher
     # starts seconds later): that failure happens before any rank trains, so launching again on a new port is safe.

@@ -104,6 +104,43 @@ def training_finished(recipe) -> bool:
     return finished
 
 
+def training_frame(recipe):
+    """The run's training logs, one row per log (``step`` first), for the curves and the summary.
+
+    train.log holds what the launcher streamed, but only until the launcher stopped: a notebook (or runner) killed
+    near the end of training leaves the log cut short while the training itself finishes, and a resumed launch logs
+    only its own steps. The Trainer's own record, ``trainer_state.json`` (written at the end, and into every
+    checkpoint), holds every log of the run with its step; the newest one is used when it reaches further.
+    """
+    import pandas as pd
+
+    log = recipe.run_dir / "train.log"
+    frame = (
+        launch.TrainingLog.from_file(log, logging_steps=recipe.training.logging_steps).to_frame()
+        if log.exists()
+        else launch.TrainingLog().to_frame()
+    )
+    output_dir = Path(recipe.training.output_dir)
+    states = [output_dir / "trainer_state.json"]
+    states += sorted(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    states = [p for p in states if p.exists()]
+    if not states:
+        return frame
+    history = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text()).get("log_history", [])
+    rows = [
+        {k: float(v) for k, v in entry.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        for entry in history
+        if "train_runtime" not in entry and "step" in entry
+    ]
+    recorded = pd.DataFrame(rows)
+    if recorded.empty or "loss" not in recorded:
+        return frame
+    if not frame.empty and "loss" in frame and frame["step"].max() >= recorded["step"].max():
+        return frame
+    recorded["step"] = recorded["step"].astype(int)
+    return recorded[["step", *[c for c in recorded.columns if c != "step"]]]
+
+
 def peak_child_rss_mib() -> float | None:
     """Peak resident memory of the largest finished child process tree member (the training ranks)."""
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
