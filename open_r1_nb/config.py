@@ -26,6 +26,7 @@ import difflib
 import enum
 import functools
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -376,6 +377,14 @@ class SFTConfig(trl.SFTConfig):
     )
     push_to_hub_revision: bool = field(
         default=False, metadata={"help": "Whether to push to a Hub revision/branch."}
+    )
+    freeze_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Train the top of the network only: the input embeddings (and the LM head, where the model ties "
+            "it to them) and the first N decoder layers keep their weights. The backward pass stops above them and "
+            "the optimizer keeps no state for them. 0: every weight trains (open-r1's recipes)."
+        },
     )
     wandb_entity: str | None = field(default=None, metadata={"help": "The entity to store runs under."})
     wandb_project: str | None = field(default=None, metadata={"help": "The project to store runs under."})
@@ -1601,6 +1610,7 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
                 where,
             )
 
+    _check_freeze_layers(recipe, where)
     # Model: a local folder must exist, its tokenizer load, and eos_token be one of its tokens.
     name = m.model_name_or_path
     found = local_path(name)
@@ -1677,6 +1687,35 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
                 )
     if t.assistant_only_loss:
         _check_assistant_masks(tokenizer, template_text, notes, where)
+
+
+def _check_freeze_layers(recipe: Recipe, where: str) -> None:
+    n = recipe.training.freeze_layers
+    if not n:
+        return
+    if n < 0:
+        raise _error("freeze_layers", n, "is negative", "use 0 (train every weight) or a number of layers", where)
+    if getattr(recipe.model, "use_peft", False):
+        raise _error(
+            "freeze_layers",
+            n,
+            "is set together with use_peft: LoRA already keeps every base weight frozen",
+            "remove freeze_layers, or set use_peft: false",
+            where,
+        )
+    found = local_path(recipe.model.model_name_or_path)
+    if found is None or not (found / "config.json").is_file():
+        return  # a Hub id: its depth is checked when the model loads
+    config = json.loads((found / "config.json").read_text())
+    layers = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    if layers is not None and n >= layers:
+        raise _error(
+            "freeze_layers",
+            n,
+            f"freezes every one of the model's {layers} decoder layers, so nothing would train",
+            f"use a number below {layers}",
+            where,
+        )
 
 
 def _has_generation_markers(template: str) -> bool:

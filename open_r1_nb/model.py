@@ -312,6 +312,39 @@ def get_model(model_args, training_args, tokenizer=None, notes: list[str] | None
     return model
 
 
+def freeze_bottom(model, layers: int, gradient_checkpointing: bool = False) -> str:
+    """Keep the input embeddings and the first ``layers`` decoder layers at their weights; return what trains.
+
+    Nothing below the lowest trainable layer needs a gradient, so autograd ends the backward pass there: with half
+    of the layers frozen a step costs about two thirds of full fine-tuning (forward 2N, backward 4N over the half
+    that trains, against 2N + 4N). Where the LM head is tied to the embeddings (SmolLM2, Qwen2.5-0.5B) it is the
+    same tensor and stays frozen too; an untied LM head trains.
+    """
+    decoder = model.get_decoder()
+    blocks = getattr(decoder, "layers", None)
+    if blocks is None:
+        raise ValueError(
+            f"freeze_layers: {type(model).__name__} keeps no `layers` list in its decoder, so its bottom layers "
+            "cannot be told apart. Fix: set freeze_layers: 0."
+        )
+    if not 0 < layers < len(blocks):
+        raise ValueError(
+            f"freeze_layers: {layers} for a model of {len(blocks)} decoder layers. Fix: use 1 to {len(blocks) - 1}."
+        )
+    frozen = [model.get_input_embeddings(), *blocks[:layers]]
+    for module in frozen:
+        module.requires_grad_(False)
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if gradient_checkpointing:
+        # Reentrant checkpointing only back-propagates into a block whose input needs a gradient.
+        model.enable_input_require_grads()
+    return (
+        f"freeze_layers: the embeddings and decoder layers 0-{layers - 1} of {len(blocks)} stay frozen; "
+        f"{trained / 1e6:.1f}M of {total / 1e6:.1f}M parameters train"
+    )
+
+
 def embedding_rows(model) -> int:
     """Rows of the input embedding matrix, also when DeepSpeed ZeRO-3 has partitioned it.
 

@@ -91,10 +91,10 @@ class CheckpointCompleteCallback(TrainerCallback):
 class ThroughputSFTTrainer(SFTTrainer):
     """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding.
 
-    On a CPU it computes the loss from the full logits in one LM-head matmul instead of TRL's fused, tiled LM head,
-    which exists to save GPU memory and has no CPU kernel: measured on 2 cores with SmolLM2-135M, a step took 1.5x
-    as long with it (docs/performance.md). The loss is the same token-averaged cross-entropy, and the metrics TRL
-    logs (entropy, mean_token_accuracy, num_tokens) are kept.
+    On a CPU it computes the loss with one LM-head matmul over the labelled positions instead of TRL's fused, tiled
+    LM head, which exists to save GPU memory and has no CPU kernel: measured on 2 cores with SmolLM2-135M, a step
+    took 1.5x as long with it (docs/performance.md). The loss is the same token-averaged cross-entropy, and the
+    metrics TRL logs (entropy, mean_token_accuracy, num_tokens) are kept.
     """
 
     def __init__(self, *args, **kwargs):
@@ -104,22 +104,35 @@ class ThroughputSFTTrainer(SFTTrainer):
         self._full_logits_loss = self.args.device.type == "cpu"
         if self._full_logits_loss:
             logger.info(
-                "loss: full logits in one LM-head matmul (CPU); TRL's fused LM head is for GPU memory"
+                "loss: one LM-head matmul over the labelled positions (CPU); TRL's fused LM head is for GPU memory"
             )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (self._full_logits_loss and model.training and not return_outputs and "labels" in inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # The model's own causal-LM loss: shifted labels, -100 ignored, summed and divided by the batch's label
-        # count (num_items_in_batch, which spans gradient accumulation and ranks), in fp32 from the logits.
-        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-        loss = outputs.loss
+        # The model's own causal-LM loss (shifted labels, -100 ignored, summed and divided by num_items_in_batch,
+        # the label count over gradient accumulation and ranks, in fp32), with the LM head applied only where a
+        # label is: the question's and the padding's logits would be computed, kept for backward and discarded.
+        # The hook cuts the LM head's input to the labelled positions; the forward still runs through the
+        # (DDP-)wrapped model, so gradients are synchronised as usual.
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")[:, 1:]
+        mask = labels != -100
+        targets = labels[mask]
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        hook = head.register_forward_pre_hook(lambda _module, args: (args[0][:, :-1][mask],))
+        try:
+            picked = model(**inputs, use_cache=False).logits  # (labelled positions, vocabulary)
+        finally:
+            hook.remove()
+        loss = torch.nn.functional.cross_entropy(
+            picked.float(), targets, reduction="sum" if num_items_in_batch is not None else "mean"
+        )
+        if num_items_in_batch is not None:
+            loss = loss / num_items_in_batch
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks, as in TRL
         with torch.no_grad():
-            labels = inputs["labels"][:, 1:]
-            mask = labels != -100
-            picked = outputs.logits[:, :-1][mask]
             # Entropy over the whole vocabulary on a spread subsample of at most 256 positions: a full pass over
             # (labelled tokens x 49k) fp32 values costs ~5% of a CPU step for a logged statistic.
             every = max(1, picked.shape[0] // 256)
@@ -129,7 +142,7 @@ class ThroughputSFTTrainer(SFTTrainer):
                 [
                     mask.sum().to(torch.float64),
                     -(log_probs.exp() * log_probs).sum().to(torch.float64) * (mask.sum() / max(sampled, 1)),
-                    (picked.argmax(-1) == labels[mask]).sum().to(torch.float64),
+                    (picked.argmax(-1) == targets).sum().to(torch.float64),
                     inputs["attention_mask"].sum().to(torch.float64)
                     if "attention_mask" in inputs
                     else torch.tensor(float(inputs["input_ids"].numel()), dtype=torch.float64),
@@ -362,6 +375,11 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
+    # Checkpoints saved within a second of each other (short runs) make transformers doubt the filesystem's mtimes
+    # and order them by step instead, which is right: a warning with nothing to act on, in the notebook's log.
+    logging.getLogger("transformers.trainer_utils").addFilter(
+        lambda record: "mtime may not be reliable" not in record.getMessage()
+    )
 
 
 def train(recipe) -> Path:
@@ -370,7 +388,7 @@ def train(recipe) -> Path:
 
     from open_r1_nb.data import get_dataset, prepare_for_training, to_prompt_completion, validate_dataset
     from open_r1_nb.estimate import estimate_callback, run_folder
-    from open_r1_nb.model import get_model, get_tokenizer
+    from open_r1_nb.model import freeze_bottom, get_model, get_tokenizer
     from open_r1_nb.pipeline import merge_metrics
 
     script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
@@ -406,6 +424,10 @@ def train(recipe) -> Path:
         for note in data_notes:
             logger.info("data: %s", note)
     model = get_model(model_args, training_args, tokenizer=tokenizer, notes=notes)
+    if training_args.freeze_layers:
+        notes.append(
+            freeze_bottom(model, training_args.freeze_layers, training_args.gradient_checkpointing)
+        )
     for note in notes:
         logger.info("model/tokenizer: %s", note)
 

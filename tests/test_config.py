@@ -859,3 +859,22 @@ def test_cpu_2proc_launches_two_gloo_ranks(tmp_path):
     assert ranks == ["RANK 0/2 DistributedType.MULTI_CPU gloo", "RANK 1/2 DistributedType.MULTI_CPU gloo"], (
         result.stdout + result.stderr
     )
+
+
+def test_freeze_layers_is_checked_before_training(tiny_model_dir):
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_dict(freeze_layers=-1))
+    assert_names(exc, "freeze_layers", "negative")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_dict(freeze_layers=4, use_peft=True))
+    assert_names(exc, "freeze_layers", "use_peft", "LoRA")
+    # A local model: its depth is known before anything loads (the tiny model has 2 decoder layers).
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_dict(model_name_or_path=str(tiny_model_dir), freeze_layers=2))
+    assert_names(exc, "freeze_layers", "every one of the model's 2 decoder layers", "below 2")
+    assert (
+        load_recipe(
+            recipe_dict(model_name_or_path=str(tiny_model_dir), freeze_layers=1)
+        ).training.freeze_layers
+        == 1
+    )

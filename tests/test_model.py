@@ -243,3 +243,43 @@ def test_hub_kernel_that_cannot_load_falls_back_to_sdpa(tiny_model_dir, monkeypa
     )
     assert model.config._attn_implementation == "sdpa"
     assert any(m.hub_flash_kernel("flash_attention_2") in n and "using sdpa" in n for n in notes)
+
+
+def test_freeze_bottom_ends_the_backward_pass_above_the_frozen_layers(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    layers = model.get_decoder().layers
+    assert len(layers) == 2
+    note = m.freeze_bottom(model, 1)
+    assert "decoder layers 0-0 of 2" in note and "parameters train" in note
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert not model.get_output_embeddings().weight.requires_grad  # tied to the embeddings: the same tensor
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+
+    needs_grad = {}
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(
+            lambda _m, _a, out, i=i: needs_grad.__setitem__(
+                i, (out[0] if isinstance(out, tuple) else out).requires_grad
+            )
+        )
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    # Autograd records nothing below layer 1: the frozen layer's output needs no gradient, so no backward runs there.
+    assert needs_grad == {0: False, 1: True}
+    assert all(p.grad is None for p in layers[0].parameters())
+    assert model.get_input_embeddings().weight.grad is None
+    assert all(p.grad is not None for p in layers[1].parameters())
+
+
+@pytest.mark.parametrize("layers", [0, 2, 5])
+def test_freeze_bottom_refuses_a_depth_that_leaves_nothing_or_freezes_nothing(tiny_model_dir, layers):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="freeze_layers: .* of 2 decoder layers. Fix: use 1 to 1"):
+        m.freeze_bottom(model, layers)
+    assert all(p.requires_grad for p in model.parameters())

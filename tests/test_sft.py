@@ -74,7 +74,7 @@ def _loss_ours_then_trls(trainer, batch, items):
     return results
 
 
-def test_cpu_full_logits_loss_equals_trls_fused_head_loss(tiny_model_dir, smoke_data_dir, tmp_path):
+def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(tiny_model_dir, smoke_data_dir, tmp_path):
     import json
 
     import torch
@@ -152,7 +152,7 @@ def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, s
         assert tokenizer.eos_token_id in trained  # the model learns to stop
         assert row["messages"][-1]["content"].strip() in tokenizer.decode(trained)
 
-    # The CPU loss (full logits) is TRL's loss on the masked batch, with the same gradients.
+    # The CPU loss (LM head over the labelled positions) is TRL's loss on the masked batch, with the same gradients.
     import torch
 
     batch = next(iter(trainer.get_train_dataloader()))
