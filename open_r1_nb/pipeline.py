@@ -518,22 +518,39 @@ def kernel_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
+#: The kernel papermill starts when none is named: ipykernel's own spec runs the interpreter that runs the pipeline,
+#: so this environment, wherever the notebooks' named kernel (``make install`` registers it) points.
+HEADLESS_KERNEL = "python3"
+
+
 def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: str | None = None) -> None:
     import papermill as pm
 
+    from open_r1_nb import progress
+
     output.parent.mkdir(parents=True, exist_ok=True)
     config = kernel_config()
-    pm.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=parameters,
-        kernel_name=kernel_name,
-        cwd=str(NOTEBOOKS_DIR),  # same working directory as in JupyterLab
-        progress_bar=False,
-        log_output=False,
-        request_save_on_cell_execute=True,
-        **({"config": config} if config is not None else {}),
-    )
+    # The kernel inherits this environment: nothing renders widgets here, so its progress bars are text lines,
+    # even when the runner itself was started from a JupyterLab kernel (which would pass JupyterLab's mark on).
+    saved = os.environ.get(progress.ENV)
+    os.environ[progress.ENV] = "text"
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel_name or HEADLESS_KERNEL,
+            cwd=str(NOTEBOOKS_DIR),  # same working directory as in JupyterLab
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=True,
+            **({"config": config} if config is not None else {}),
+        )
+    finally:
+        if saved is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = saved
 
 
 # Bars of loading and saving files: seconds long, and never what a user waits on.

@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         help="behave like an AVX2-only CPU (no AVX-512, no bf16 units) on a newer x86 CPU, for every library the "
         "run uses; the same as OPEN_R1_NB_CPU_ISA=avx2 or `make demo CPU_ISA=avx2`",
     )
-    parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help="Jupyter kernel name (default: python3, the interpreter running this script, so this environment)",
+    )
     parser.add_argument(
         "--fresh",
         action="store_true",
