@@ -31,7 +31,8 @@ def plot_training(frame, path: str | Path | None = None, title: str = ""):
 
 
 class LivePlot:
-    """Redraws the training curves in place as log records arrive (at most every ``every_s`` seconds).
+    """Redraws the training curves in place as log records arrive (at most every ``every_s`` seconds, and once
+    more when training ends).
 
     Outside a notebook (a terminal launch) it does nothing, so the launcher can always pass it.
     """
@@ -50,7 +51,11 @@ class LivePlot:
 
     def __call__(self, line: str) -> Any:
         record = self.log.add_line(line)
-        if record is not None and self._active and time.monotonic() - self._last >= self.every_s:
+        if record is None or not self._active:
+            return record
+        # The Trainer's closing summary (train_runtime, ...) ends training: draw now, or the steps logged in the
+        # last ``every_s`` seconds would never reach the plot (all but the first, when training is that short).
+        if "train_runtime" in record or time.monotonic() - self._last >= self.every_s:
             self.refresh()
         return record
 
