@@ -73,9 +73,23 @@ class Estimate:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def evaluation_seconds(recipe, real_tokens_per_second: float | None, base_evaluated: bool = False) -> float:
+def training_token_cost(freeze_layers: int, layers: int | None) -> float:
+    """The work of one training token relative to full fine-tuning: forward 2N, backward 4N over the share of the
+    decoder that trains (``freeze_layers`` of ``layers`` keep their weights and see no backward pass)."""
+    if not freeze_layers or not layers:
+        return 1.0
+    trained = max(0, layers - freeze_layers) / layers
+    return (2 + 4 * trained) / 6
+
+
+def evaluation_seconds(
+    recipe, real_tokens_per_second: float | None, base_evaluated: bool = False, training_cost: float = 1.0
+) -> float:
     """Expected seconds from the end of training to the end of the run: the trained model's evaluation (and the
-    base model's, unless it is already done), at a generation speed tied to the measured training speed."""
+    base model's, unless it is already done), at a generation speed tied to the measured training speed.
+
+    The calibration is for full fine-tuning; ``training_cost`` (:func:`training_token_cost`) scales the measured
+    training speed to it, since a model trained with frozen layers trains faster but generates no faster."""
     benchmarks = list(recipe.training.benchmarks or [])
     p = recipe.pipeline
     if not benchmarks or not real_tokens_per_second:
@@ -85,7 +99,7 @@ def evaluation_seconds(recipe, real_tokens_per_second: float | None, base_evalua
     curve = p.learning_curve * (recipe.training.num_train_epochs or 1) if p.learning_curve else 0
     tokens += curve * (p.eval_max_new_tokens or 1024) * FILL
     ratio = GENERATION_PER_TRAINING_TOKEN["bf16" if recipe.training.bf16 else "fp32"]
-    return AFTER_TRAINING_FIXED_S + tokens / (ratio * real_tokens_per_second)
+    return AFTER_TRAINING_FIXED_S + tokens / (ratio * real_tokens_per_second * training_cost)
 
 
 def likely_reasons(cpu, *, bf16: bool, others_cores: float | None, device: str = "cpu") -> list[str]:
@@ -121,6 +135,7 @@ def make_estimate(
     pipeline_start: float | None = None,
     training_start: float | None = None,
     base_evaluated: bool = False,
+    training_cost: float = 1.0,
     cpu=None,
     now: float | None = None,
 ) -> Estimate:
@@ -133,7 +148,7 @@ def make_estimate(
     if training_elapsed_s is None:
         training_elapsed_s = after_steps * seconds_per_step
     training_s = training_elapsed_s + max(0, total_steps - after_steps) * seconds_per_step
-    evaluation_s = evaluation_seconds(recipe, real_tokens_per_second, base_evaluated)
+    evaluation_s = evaluation_seconds(recipe, real_tokens_per_second, base_evaluated, training_cost)
     before = max(0.0, (training_start or now) - pipeline_start) if pipeline_start else 0.0
     total_s = before + training_s + evaluation_s
     budget = recipe.pipeline.time_budget_minutes
@@ -273,6 +288,9 @@ def estimate_callback(recipe, token_count, on_estimate=None):
                 pipeline_start=pipeline_start_from_env(),
                 training_start=self.training_start,
                 base_evaluated=_base_evaluated(args.output_dir),
+                training_cost=training_token_cost(
+                    getattr(recipe.training, "freeze_layers", 0), _decoder_layers(kwargs.get("model"))
+                ),
             )
             (logger.warning if est.over_budget else logger.info)(est.message())
             logger.info("%s %s", MARK, json.dumps(est.as_dict()))
@@ -294,3 +312,11 @@ def run_folder(output_dir: str | os.PathLike) -> Path:
 
 def _base_evaluated(output_dir: str | os.PathLike) -> bool:
     return any((run_folder(output_dir) / "eval").glob("*/base.json"))
+
+
+def _decoder_layers(model) -> int | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_hidden_layers", None)

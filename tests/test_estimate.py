@@ -118,3 +118,29 @@ def test_a_resumed_run_counts_only_the_steps_it_runs(demo, monkeypatch):
     elapsed = est.training_s - (66 - 34) * 7.0  # what this process had spent when it estimated
     assert 0 <= elapsed < 5  # not the 34 steps' worth a fresh run would have spent
     assert est.total_s == pytest.approx(est.elapsed_before_training_s + est.training_s + est.evaluation_s)
+
+
+def test_frozen_layers_train_faster_but_the_evaluation_is_not_shortened(demo):
+    # Half of 30 layers frozen: forward 2N + backward 4N over half = 4N of 6N per token.
+    assert estimate.training_token_cost(15, 30) == pytest.approx(4 / 6)
+    assert estimate.training_token_cost(0, 30) == estimate.training_token_cost(15, None) == 1.0
+    # A run that trains 1.5x faster because of the frozen layers expects the same evaluation as full fine-tuning.
+    full = estimate.evaluation_seconds(demo, 180.0)
+    frozen = estimate.evaluation_seconds(demo, 270.0, training_cost=estimate.training_token_cost(15, 30))
+    assert frozen == pytest.approx(full)
+    assert estimate.evaluation_seconds(demo, 270.0) < full  # what the estimate said before it knew
+
+
+def test_callback_reads_the_depth_from_the_model(demo, monkeypatch):
+    demo.training.freeze_layers = 15
+    seen = {}
+    monkeypatch.setattr(
+        estimate, "make_estimate", lambda recipe, **kw: seen.update(kw) or make_estimate(recipe, **kw)
+    )
+    callback = estimate.estimate_callback(demo, lambda: 1000.0)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(num_hidden_layers=30))
+    args = types.SimpleNamespace(world_size=1, output_dir="/nonexistent/checkpoints")
+    for step in range(1, 6):
+        state = types.SimpleNamespace(is_world_process_zero=True, global_step=step, max_steps=66)
+        callback.on_step_end(args, state, None, model=model)
+    assert seen["training_cost"] == pytest.approx(4 / 6)
