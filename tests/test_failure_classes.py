@@ -512,3 +512,29 @@ def test_the_training_summary_counts_every_step_when_the_log_was_cut_short(tmp_p
         + "".join(f"{{'loss': '{6.1 - i / 2:.2f}', 'learning_rate': '0.001'}}\n" for i in range(1, 7))
     )
     assert list(training.training_frame(recipe)["step"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_what_trackers_and_notes_are_given_holds_no_token(tiny_model_dir):
+    """W&B's callback logs ``args.to_dict()`` as the run's config, TensorBoard's ``args.to_json_string()`` and
+    ``to_sanitized_dict()`` (wandb is not installed here, so its config is checked as the callback builds it); the
+    recipe's notes are printed and written into recipe.yaml's header."""
+    recipe = load_recipe(
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "dataset_name": "org/data",
+            "run_name": "trackers",
+            "use_cpu": True,
+            "bf16": False,
+            "report_to": ["tensorboard"],
+            "accelerate_config": "cpu_1proc",
+            "num_processes": 1,
+        },
+        overrides={"hub_token": TOKEN, "wandb_project": "p"},
+        check_files=False,
+    )
+    args = recipe.training
+    assert args.hub_token == TOKEN  # in memory, for the push
+    for given in (args.to_json_string(), json.dumps(args.to_sanitized_dict()), json.dumps(args.to_dict())):
+        assert TOKEN not in given
+    assert any("override `hub_token`" in note for note in recipe.notes)
+    assert TOKEN not in "\n".join(recipe.notes) and TOKEN not in json.dumps(recipe.to_dict())
