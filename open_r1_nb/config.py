@@ -1479,6 +1479,8 @@ def _resolve_device(data: dict[str, Any], notes: list[str], choice: Any = None) 
         "num_processes": 1,
         "eval_backend": choice.eval_backend,
     }
+    if data.get("freeze_layers"):
+        changes["freeze_layers"] = 0  # frozen layers size a CPU run; a GPU trains every weight in the same time
     changed = {k: v for k, v in changes.items() if data.get(k) != v}
     data.update(changes)
     listed = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to change"

@@ -135,10 +135,13 @@ def test_device_auto_moves_the_demo_to_a_gpu_and_leaves_it_on_a_cpu():
     assert (t.use_cpu, t.bf16, p.accelerate_config, p.num_processes, p.eval_backend) == (
         False, True, "single_gpu", 1, "vllm")  # fmt: skip
     assert any(n.startswith("device auto -> cuda") and "use_cpu: False" in n for n in recipe.notes)
+    assert t.freeze_layers == 0  # every weight trains on a GPU
+    assert any("freeze_layers: 0" in n for n in recipe.notes)
 
     cpu = DeviceChoice("cpu", False, False, "cpu_1proc", "auto", "no GPU")
     recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
     assert recipe.training.use_cpu and recipe.pipeline.accelerate_config == "cpu_1proc"
+    assert recipe.training.freeze_layers == 15  # the CPU sizing as written
     assert any(n.startswith("device auto -> cpu") for n in recipe.notes)
 
 
