@@ -10,6 +10,7 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 declare -A NEEDED=(
   [slurm-wlm]=slurmctld  # tests/test_slurm_cluster.py: a one-node Slurm cluster (slurmctld, slurmd, sbatch)
   [munge]=munged        # Slurm's authentication daemon
+  [chromium]=chromium   # tests/test_browser.py: JupyterLab in headless Chromium, as a person runs the notebooks
 )
 
 missing=()
