@@ -114,8 +114,14 @@ class Cluster:
         self.conf = root / "slurm.conf"
         self.daemons: list[tuple[str, subprocess.Popen]] = []
         self.sweep: list[str] = []  # more folders whose processes the teardown ends (the test's own)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
-        self.env["SLURM_CONF"] = str(self.conf)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """This process's environment now (the test's asset cache among it), pointed at this cluster: no variable of
+        a Slurm job this test may itself run in."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+        env["SLURM_CONF"] = str(self.conf)
+        return env
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
@@ -207,6 +213,16 @@ def _bring_up(cluster: Cluster) -> None:
         state = cluster.run("sinfo", "-h", "-n", NODE, "-o", "%T", check=False).stdout.strip()
 
 
+def _processes_naming(*folders: str) -> list[psutil.Process]:
+    """Processes (other than this one) with one of ``folders`` on their command line."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.pid != os.getpid() and any(f in " ".join(p.info["cmdline"] or []) for f in folders):
+                found.append(p)
+    return found
+
+
 def _tear_down(cluster: Cluster) -> None:
     """Cancel every job of this cluster, wait until its processes are gone, stop the daemons; then sweep."""
     with contextlib.suppress(Exception):
@@ -219,11 +235,9 @@ def _tear_down(cluster: Cluster) -> None:
         with contextlib.suppress(Exception):
             _stop(proc)
     # Anything still running from this cluster's jobs names the cluster's folder or the job's on its command line.
-    marks = [str(cluster.root), *cluster.sweep]
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    for p in _processes_naming(str(cluster.root), *cluster.sweep):
         with contextlib.suppress(psutil.Error):
-            if p.pid != os.getpid() and any(m in " ".join(p.info["cmdline"] or []) for m in marks):
-                p.kill()
+            p.kill()
     shutil.rmtree(cluster.root, ignore_errors=True)
 
 
@@ -254,7 +268,7 @@ FINISHED = {
 }
 
 
-def _wait(what: str, ready, cluster: Cluster, job_id: str, log: Path, timeout_s: float = 240.0):
+def _wait(what: str, ready, cluster: Cluster, job_id: str, log: Path, timeout_s: float = 480.0):
     """Poll ``ready()`` until it returns something truthy; fail naming ``what``, with the job's log, otherwise."""
     start = time.monotonic()
     deadline = start + timeout_s
@@ -296,7 +310,7 @@ def _complete_steps(output_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_requeued_job_comes_back_and_resumes_from_its_last_complete_checkpoint(
-    slurm_cluster, tiny_model_dir, smoke_data_dir, tmp_path
+    tiny_model_dir, smoke_data_dir, slurm_cluster, tmp_path
 ):
     cluster = slurm_cluster
     recipe = load_recipe(
@@ -311,7 +325,8 @@ def test_requeued_job_comes_back_and_resumes_from_its_last_complete_checkpoint(
 
     # The job environment: the test's Python first on PATH (the script also activates the repository's .venv when
     # there is one), 2 ranks on the node (the script assumes 8 GPUs), a free rendezvous port.
-    env = dict(cluster.env)
+    env = cluster.env
+    assert env.get("OPEN_R1_NB_CACHE") == str(tiny_model_dir.parents[1])  # the test's assets, not the user's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(GPUS_PER_NODE="2", MASTER_PORT=str(launch.free_port(0)), PYTHONUNBUFFERED="1")
     # Command-line options win over the script's #SBATCH lines: no GPUs here, and the log goes to the test's folder.
@@ -349,13 +364,16 @@ def test_requeued_job_comes_back_and_resumes_from_its_last_complete_checkpoint(
     # next attempt must resume from.
     _wait("the killed job's processes gone", lambda: cluster.job(job_id).get("JobState") == "PENDING",
           cluster, job_id, log)  # fmt: skip
+    left = [" ".join(p.info["cmdline"])[:200] for p in _processes_naming(str(tmp_path))]
+    assert not left, f"processes of the killed attempt still run beside the next one: {left}"
     killed_at = max(_complete_steps(output_dir))
     assert stopped_at < killed_at < MAX_STEPS, f"killed too late to test resume (last checkpoint {killed_at})"
 
     # 3. Back by itself, resumed, finished.
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while (job := cluster.job(job_id)).get("JobState") not in FINISHED:
-        assert time.monotonic() < deadline, f"the job did not finish within 300 s: {job}\n{_tail(log, 40)}"
+        fields = {k: job.get(k) for k in ("JobState", "Reason", "Restarts", "RunTime")}
+        assert time.monotonic() < deadline, f"the job did not finish within 600 s: {fields}\n{_tail(log, 40)}"
         time.sleep(0.2)
     attempts = _attempts(log)
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "2", (job, log.read_text()[-4000:])

@@ -64,7 +64,7 @@ def _launch_two_machines(
                     start_new_session=True,
                 )
             )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while any(p.poll() is None for p in procs):
             failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
             if failed or time.monotonic() > deadline:
@@ -79,7 +79,7 @@ def _launch_two_machines(
             f"--- machine {r} (exit {p.returncode})\n" + "\n".join(t.splitlines()[-30:])
             for r, (p, t) in enumerate(zip(procs, texts, strict=True))
         )
-        pytest.fail(f"{name}: a machine failed or the run took over 300 s\n{tails}")
+        pytest.fail(f"{name}: a machine failed or the run took over 600 s\n{tails}")
     return texts
 
 
