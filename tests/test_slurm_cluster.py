@@ -22,11 +22,13 @@ checkpoint; the third attempt finishes at the step the override asked for.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from open_r1_nb.config import load_recipe, save_recipe
 from open_r1_nb.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "slurm" / "train.slurm"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo")
 NODE = "localhost"  # resolves on any machine: the script makes the first node of the job the rendezvous host
@@ -139,6 +142,12 @@ class Cluster:
         return "\n".join(parts)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: end (SIGTERM) when the test process ends, even killed, when no finaliser runs."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _start(cluster: Cluster, name: str, args: list[str]) -> None:
     out = (cluster.root / "log" / f"{name}.out").open("w")
     # The daemons run in the foreground, so the fixture holds their pids; they inherit this process's niceness.
@@ -149,6 +158,7 @@ def _start(cluster: Cluster, name: str, args: list[str]) -> None:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     cluster.daemons.append((name, proc))
 
