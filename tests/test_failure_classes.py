@@ -26,6 +26,17 @@ TOKEN = "hf_dummyARGUMENTtoken0123456789"
 ENV_TOKEN = "hf_dummyENVIRONMENTtoken9876543"
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """The in-process trainers here create an Accelerator; start and leave each test without one (a recipe loaded
+    for validation refuses to set up devices beside one)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _files_holding(folder: Path, *values: str) -> list[str]:
     """Every file under ``folder`` whose bytes hold one of ``values``."""
     return [
