@@ -504,6 +504,14 @@ class PipelineArguments:
             "choices": ("given", "auto"),
         },
     )
+    cpu_fp32_overrides: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Recipe keys that change where the recipe asks for bf16 on a CPU without bf16 units: training "
+            "falls back to fp32 there, about 2.4x slower a step, and these keys (e.g. freeze_layers) keep the "
+            "profile's time. Applied before anything else is checked, with a note."
+        },
+    )
     time_budget_minutes: float | None = field(
         default=None,
         metadata={
@@ -1480,11 +1488,39 @@ def _resolve_device(data: dict[str, Any], notes: list[str], choice: Any = None) 
         "eval_backend": choice.eval_backend,
     }
     if data.get("freeze_layers"):
-        changes["freeze_layers"] = 0  # frozen layers size a CPU run; a GPU trains every weight in the same time
+        # Frozen layers size a CPU run; a GPU trains every weight in the same time.
+        changes["freeze_layers"] = 0
     changed = {k: v for k, v in changes.items() if data.get(k) != v}
     data.update(changes)
     listed = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to change"
     notes.append(f"device auto -> {choice.device} ({choice.reason}): {listed}.")
+
+
+def _apply_cpu_fp32_overrides(data: dict[str, Any], notes: list[str], where: str) -> None:
+    """``cpu_fp32_overrides``: where a CPU recipe asks for bf16 and this CPU has no bf16 units (so it will train
+    in fp32), the listed keys replace the recipe's, and a note says which."""
+    overrides = data.get("cpu_fp32_overrides")
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict) or "cpu_fp32_overrides" in overrides:
+        raise _error(
+            "cpu_fp32_overrides",
+            overrides,
+            "is not a mapping of recipe keys to values",
+            "write it as a mapping, e.g. cpu_fp32_overrides: {freeze_layers: 15}",
+            where,
+        )
+    if not (_truthy(data.get("bf16")) and _truthy(data.get("use_cpu"))) or cpu_supports_bf16():
+        return
+    renamed = _rename(dict(overrides), notes, where, "cpu_fp32_overrides ")
+    changed = {k: v for k, v in renamed.items() if data.get(k) != v}
+    data.update(renamed)
+    listed = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to change"
+    notes.append(f"no bf16 units on this CPU, so training runs in fp32: cpu_fp32_overrides apply ({listed}).")
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _fill_launch_defaults(
@@ -1696,7 +1732,9 @@ def _check_freeze_layers(recipe: Recipe, where: str) -> None:
     if not n:
         return
     if n < 0:
-        raise _error("freeze_layers", n, "is negative", "use 0 (train every weight) or a number of layers", where)
+        raise _error(
+            "freeze_layers", n, "is negative", "use 0 (train every weight) or a number of layers", where
+        )
     if getattr(recipe.model, "use_peft", False):
         raise _error(
             "freeze_layers",
@@ -1910,6 +1948,7 @@ def load_recipe(
             before[key] = data.get(key, "(not set)")
             data[key] = value
     _resolve_device(data, notes, device_choice)
+    _apply_cpu_fp32_overrides(data, notes, where)
     _fill_launch_defaults(data, path, notes, gpu_count)
     kwargs = _resolve_sections(data, where)
     for key, old in before.items():

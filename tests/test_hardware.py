@@ -136,13 +136,36 @@ def test_device_auto_moves_the_demo_to_a_gpu_and_leaves_it_on_a_cpu():
         False, True, "single_gpu", 1, "vllm")  # fmt: skip
     assert any(n.startswith("device auto -> cuda") and "use_cpu: False" in n for n in recipe.notes)
     assert t.freeze_layers == 0  # every weight trains on a GPU
-    assert any("freeze_layers: 0" in n for n in recipe.notes)
 
     cpu = DeviceChoice("cpu", False, False, "cpu_1proc", "auto", "no GPU")
     recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
     assert recipe.training.use_cpu and recipe.pipeline.accelerate_config == "cpu_1proc"
-    assert recipe.training.freeze_layers == 15  # the CPU sizing as written
     assert any(n.startswith("device auto -> cpu") for n in recipe.notes)
+
+
+def test_a_cpu_without_bf16_units_applies_the_profiles_fp32_overrides(monkeypatch):
+    import open_r1_nb.config as config
+
+    cpu = DeviceChoice("cpu", False, False, "cpu_1proc", "auto", "no GPU")
+    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)
+    recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
+    assert recipe.training.bf16 and recipe.training.freeze_layers == 0  # bf16 units: every weight trains
+    assert not any("cpu_fp32_overrides" in n for n in recipe.notes)
+
+    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: False)
+    recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
+    assert not recipe.training.bf16 and recipe.training.freeze_layers == 15
+    assert any("cpu_fp32_overrides apply (freeze_layers: 15)" in n for n in recipe.notes)
+
+    # A GPU never takes the CPU's fp32 sizing, whatever the CPU beside it has.
+    gpu = DeviceChoice("cuda", True, False, "single_gpu", "vllm", "1 CUDA GPU(s) visible")
+    recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=gpu)
+    assert recipe.training.freeze_layers == 0
+
+
+def test_cpu_fp32_overrides_must_be_a_mapping():
+    with pytest.raises(RecipeError, match="cpu_fp32_overrides.*mapping.*Fix"):
+        load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", {"cpu_fp32_overrides": [15]}, check_files=False)
 
 
 def test_unknown_device_value_is_refused():
