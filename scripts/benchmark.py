@@ -37,6 +37,7 @@ from benchmark_generation import CpuWatch  # noqa: E402  (scripts/ is on sys.pat
 
 from open_r1_nb import launch  # noqa: E402
 from open_r1_nb.config import load_recipe, parse_overrides, save_recipe  # noqa: E402
+from open_r1_nb.estimate import training_token_cost  # noqa: E402
 from open_r1_nb.hardware import (  # noqa: E402
     CPU_ISA_ENV,
     apply_cpu_isa_from_env,
@@ -181,6 +182,18 @@ def generation_rows(
     return rows
 
 
+def decoder_layers(model: str) -> int | None:
+    """``num_hidden_layers`` of a local model folder's config.json."""
+    from open_r1_nb.paths import resolve_local
+
+    folder = resolve_local(model)
+    config = Path(folder) / "config.json" if folder else None
+    if config is None or not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    return data.get("num_hidden_layers") or data.get("text_config", {}).get("num_hidden_layers")
+
+
 def parameter_count(model: str) -> int:
     """Parameters of a local model folder, read from its safetensors headers (nothing is loaded)."""
     from safetensors import safe_open
@@ -318,9 +331,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_trl:
             results["trl sft"].append(run_trainer("trl sft", trl_cmd, env, out / f"trl_{k}.log"))
     rows = [min(runs, key=lambda r: r["s/step"] or float("inf")) for runs in results.values() if runs]
+    # With frozen bottom layers (freeze_layers) backward covers only the layers that train; `trl sft` trains all.
+    frozen_cost = training_token_cost(
+        recipe.training.freeze_layers, decoder_layers(recipe.model.model_name_or_path)
+    )
     for row in rows:
         # Training FLOPs: 6 x parameters x tokens (forward 2, backward 4), over the CPU's theoretical peak.
-        achieved = 6 * parameters * row["real tokens/s"] if row["real tokens/s"] else None
+        cost = frozen_cost if row["trainer"] == "open_r1_nb.sft" else 1.0
+        achieved = 6 * parameters * cost * row["real tokens/s"] if row["real tokens/s"] else None
         row["GFLOP/s"] = round(achieved / 1e9, 1) if achieved else None
         row["share of peak"] = round(achieved / peak, 3) if achieved and peak else None
     print("\ntraining (best of", args.repeats, "run(s) each)")
