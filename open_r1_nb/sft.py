@@ -375,6 +375,9 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
+    # transformers lets its records reach the root logger too when CI is set in the environment; with its own
+    # handler on, every line of the trainer would then be written twice (once in each format).
+    transformers.utils.logging.disable_propagation()
     # Checkpoints saved within a second of each other (short runs) make transformers doubt the filesystem's mtimes
     # and order them by step instead, which is right: a warning with nothing to act on, in the notebook's log.
     logging.getLogger("transformers.trainer_utils").addFilter(
@@ -425,9 +428,7 @@ def train(recipe) -> Path:
             logger.info("data: %s", note)
     model = get_model(model_args, training_args, tokenizer=tokenizer, notes=notes)
     if training_args.freeze_layers:
-        notes.append(
-            freeze_bottom(model, training_args.freeze_layers, training_args.gradient_checkpointing)
-        )
+        notes.append(freeze_bottom(model, training_args.freeze_layers, training_args.gradient_checkpointing))
     for note in notes:
         logger.info("model/tokenizer: %s", note)
 

@@ -74,7 +74,9 @@ def _loss_ours_then_trls(trainer, batch, items):
     return results
 
 
-def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(tiny_model_dir, smoke_data_dir, tmp_path):
+def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(
+    tiny_model_dir, smoke_data_dir, tmp_path
+):
     import json
 
     import torch
@@ -174,3 +176,20 @@ def test_completion_only_loss_needs_the_messages_column():
 
     with pytest.raises(DatasetValidationError, match="completion_only_loss: false"):
         to_prompt_completion(Dataset.from_list([{"text": "a"}]))
+
+
+def test_training_log_writes_each_transformers_line_once_under_ci():
+    # transformers lets its records propagate to the root logger when CI is set; with its own handler on as well,
+    # every trainer line used to appear twice in train.log on CI machines.
+    import subprocess
+    import sys
+
+    code = (
+        "import transformers, types\n"
+        "from open_r1_nb.sft import setup_logging\n"
+        "setup_logging(types.SimpleNamespace(get_process_log_level=lambda: 20))\n"
+        "transformers.utils.logging.get_logger('transformers.trainer').info('Saving model checkpoint to X')\n"
+    )
+    env = {**__import__("os").environ, "CI": "true"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert (out.stdout + out.stderr).count("Saving model checkpoint to X") == 1, out.stdout + out.stderr
