@@ -1510,17 +1510,14 @@ def _apply_cpu_fp32_overrides(data: dict[str, Any], notes: list[str], where: str
             "write it as a mapping, e.g. cpu_fp32_overrides: {freeze_layers: 15}",
             where,
         )
-    if not (_truthy(data.get("bf16")) and _truthy(data.get("use_cpu"))) or cpu_supports_bf16():
+    # Only real booleans count, as when the keys are checked (a string "true" is refused there).
+    if not (data.get("bf16") is True and data.get("use_cpu") is True) or cpu_supports_bf16():
         return
     renamed = _rename(dict(overrides), notes, where, "cpu_fp32_overrides ")
     changed = {k: v for k, v in renamed.items() if data.get(k) != v}
     data.update(renamed)
     listed = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to change"
     notes.append(f"no bf16 units on this CPU, so training runs in fp32: cpu_fp32_overrides apply ({listed}).")
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _fill_launch_defaults(
@@ -1727,6 +1724,15 @@ def _check_files(recipe: Recipe, notes: list[str], where: str) -> None:
         _check_assistant_masks(tokenizer, template_text, notes, where)
 
 
+def local_model_depth(name: str | os.PathLike) -> int | None:
+    """``num_hidden_layers`` of a local model folder (its text model's, for a multimodal config), or None."""
+    found = local_path(name)
+    if found is None or not (found / "config.json").is_file():
+        return None
+    config = json.loads((found / "config.json").read_text())
+    return config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+
+
 def _check_freeze_layers(recipe: Recipe, where: str) -> None:
     n = recipe.training.freeze_layers
     if not n:
@@ -1743,11 +1749,7 @@ def _check_freeze_layers(recipe: Recipe, where: str) -> None:
             "remove freeze_layers, or set use_peft: false",
             where,
         )
-    found = local_path(recipe.model.model_name_or_path)
-    if found is None or not (found / "config.json").is_file():
-        return  # a Hub id: its depth is checked when the model loads
-    config = json.loads((found / "config.json").read_text())
-    layers = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    layers = local_model_depth(recipe.model.model_name_or_path)  # None for a Hub id: checked when it loads
     if layers is not None and n >= layers:
         raise _error(
             "freeze_layers",

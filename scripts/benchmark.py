@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmark_generation import CpuWatch  # noqa: E402  (scripts/ is on sys.path when run)
 
 from open_r1_nb import launch  # noqa: E402
-from open_r1_nb.config import load_recipe, parse_overrides, save_recipe  # noqa: E402
+from open_r1_nb.config import load_recipe, local_model_depth, parse_overrides, save_recipe  # noqa: E402
 from open_r1_nb.estimate import training_token_cost  # noqa: E402
 from open_r1_nb.hardware import (  # noqa: E402
     CPU_ISA_ENV,
@@ -182,18 +182,6 @@ def generation_rows(
     return rows
 
 
-def decoder_layers(model: str) -> int | None:
-    """``num_hidden_layers`` of a local model folder's config.json."""
-    from open_r1_nb.paths import resolve_local
-
-    folder = resolve_local(model)
-    config = Path(folder) / "config.json" if folder else None
-    if config is None or not config.is_file():
-        return None
-    data = json.loads(config.read_text())
-    return data.get("num_hidden_layers") or data.get("text_config", {}).get("num_hidden_layers")
-
-
 def parameter_count(model: str) -> int:
     """Parameters of a local model folder, read from its safetensors headers (nothing is loaded)."""
     from safetensors import safe_open
@@ -333,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [min(runs, key=lambda r: r["s/step"] or float("inf")) for runs in results.values() if runs]
     # With frozen bottom layers (freeze_layers) backward covers only the layers that train; `trl sft` trains all.
     frozen_cost = training_token_cost(
-        recipe.training.freeze_layers, decoder_layers(recipe.model.model_name_or_path)
+        recipe.training.freeze_layers, local_model_depth(recipe.model.model_name_or_path)
     )
     for row in rows:
         # Training FLOPs: 6 x parameters x tokens (forward 2, backward 4), over the CPU's theoretical peak.
