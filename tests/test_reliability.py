@@ -19,7 +19,7 @@ from types import SimpleNamespace as NS
 
 import datasets
 import pytest
-import yaml
+from profiles import DROP, write_profile
 
 from open_r1_nb import data, env, pipeline
 from open_r1_nb import decontaminate as dc
@@ -27,7 +27,6 @@ from open_r1_nb.config import RecipeError, load_recipe, save_recipe
 from open_r1_nb.paths import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "open_r1_nb"
-DROP = object()
 HF_DUMMY, WANDB_DUMMY = "hf_dummySECRET123456", "wandb_dummySECRET654321"
 
 
@@ -175,23 +174,7 @@ def test_data_keys_default_and_round_trip(tmp_path):
 
 
 def _profile(tmp_path: Path, model: Path, dataset: Path, **changes) -> Path:
-    body = {
-        "model_name_or_path": str(model),
-        "dataset_name": str(dataset),
-        "eos_token": "<|im_end|>",
-        "run_name": "rerun",
-        "use_cpu": True,
-        "bf16": False,
-        "max_length": 256,
-        "report_to": "none",
-        "accelerate_config": "cpu_2proc",
-        "num_processes": 2,
-    }
-    body.update(changes)
-    body = {k: v for k, v in body.items() if v is not DROP}
-    path = tmp_path / f"profile_{len(list(tmp_path.glob('profile_*')))}.yaml"
-    path.write_text("# Hardware: any CPU (a test profile)\n" + yaml.safe_dump(body))
-    return path
+    return write_profile(tmp_path, model, dataset, "rerun", **changes)
 
 
 @pytest.fixture

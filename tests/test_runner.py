@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from profiles import write_profile
 
 from open_r1_nb import pipeline
 from open_r1_nb.config import RecipeError, load_recipe
@@ -27,26 +28,10 @@ RUNNER = [sys.executable, str(REPO_ROOT / "scripts" / "run_pipeline.py")]
 
 
 def _profile(tmp_path: Path, model: Path, dataset: Path, **changes) -> Path:
-    body = {
-        "model_name_or_path": str(model),
-        "dataset_name": str(dataset),
-        "eos_token": "<|im_end|>",
-        "run_name": "knobs",
-        "use_cpu": True,
-        "bf16": False,
-        "max_length": 256,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 2,
-        "report_to": "none",
-        "accelerate_config": "cpu_2proc",
-        "num_processes": 2,
-        "benchmarks": ["smoke"],
-        "eval_limit": 4,
-        **changes,
-    }
-    path = tmp_path / f"profile_{len(list(tmp_path.glob('profile_*')))}.yaml"
-    path.write_text("# Hardware: any CPU (a test profile)\n" + yaml.safe_dump(body))
-    return path
+    keys = dict(
+        per_device_train_batch_size=2, gradient_accumulation_steps=2, benchmarks=["smoke"], eval_limit=4
+    )
+    return write_profile(tmp_path, model, dataset, "knobs", **{**keys, **changes})
 
 
 @pytest.fixture

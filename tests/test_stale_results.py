@@ -13,38 +13,27 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from profiles import write_profile
 
 from open_r1_nb import launch, pipeline, training
 from open_r1_nb.evaluate import runner
 from open_r1_nb.evaluate.runner import EvalSettings, evaluate, read_summary
 from open_r1_nb.paths import NOTEBOOKS_DIR
 
+# Two processes of two rows with accumulation 2 (a global batch of 8), evaluated on two smoke problems.
+_KEYS = dict(
+    per_device_train_batch_size=2,
+    gradient_accumulation_steps=2,
+    benchmarks=["smoke"],
+    eval_limit=2,
+    eval_n=1,
+    eval_max_new_tokens=4,
+    eval_backend="transformers",
+)
+
 
 def _profile(tmp_path: Path, model: Path, dataset: Path, **changes) -> Path:
-    body = {
-        "model_name_or_path": str(model),
-        "dataset_name": str(dataset),
-        "eos_token": "<|im_end|>",
-        "run_name": "stale",
-        "use_cpu": True,
-        "bf16": False,
-        "max_length": 256,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 2,
-        "report_to": "none",
-        "accelerate_config": "cpu_2proc",
-        "num_processes": 2,
-        "benchmarks": ["smoke"],
-        "eval_limit": 2,
-        "eval_n": 1,
-        "eval_max_new_tokens": 4,
-        "eval_backend": "transformers",
-        **changes,
-    }
-    path = tmp_path / f"profile_{len(list(tmp_path.glob('profile_*')))}.yaml"
-    path.write_text("# Hardware: any CPU (a test profile)\n" + yaml.safe_dump(body))
-    return path
+    return write_profile(tmp_path, model, dataset, "stale", **{**_KEYS, **changes})
 
 
 @pytest.fixture
