@@ -101,14 +101,14 @@ class ThroughputSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded-total; this process only
         self._train_start: float | None = None
-        self._full_logits_loss = self.args.device.type == "cpu"
-        if self._full_logits_loss:
+        self._labelled_head_loss = self.args.device.type == "cpu"
+        if self._labelled_head_loss:
             logger.info(
                 "loss: one LM-head matmul over the labelled positions (CPU); TRL's fused LM head is for GPU memory"
             )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not (self._full_logits_loss and model.training and not return_outputs and "labels" in inputs):
+        if not (self._labelled_head_loss and model.training and not return_outputs and "labels" in inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # The model's own causal-LM loss (shifted labels, -100 ignored, summed and divided by num_items_in_batch,
         # the label count over gradient accumulation and ranks, in fp32), with the LM head applied only where a

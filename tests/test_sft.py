@@ -66,7 +66,7 @@ def _loss_ours_then_trls(trainer, batch, items):
     model = trainer.model.train()
     results = []
     for ours in (True, False):
-        trainer._full_logits_loss = ours
+        trainer._labelled_head_loss = ours
         model.zero_grad()
         loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
         loss.backward()
@@ -100,7 +100,7 @@ def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(
         train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
         processing_class=tokenizer,
     )
-    assert trainer._full_logits_loss
+    assert trainer._labelled_head_loss
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["attention_mask"] == 0).any()  # padded: the masks matter
     items = (batch["labels"][:, 1:] != -100).sum()
