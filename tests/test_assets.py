@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from open_r1_nb import assets
+from open_r1_nb.assets import cache
 from open_r1_nb.paths import cache_dir
 
 # Captured at import, before any fixture redirects OPEN_R1_NB_CACHE: the slow tests reuse the user's cache.
@@ -258,14 +259,14 @@ def test_interrupted_build_leaves_nothing_that_looks_finished(tmp_cache):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        assets._cached_build("broken", final, {"v": 1}, False, make)
+        cache._cached_build("broken", final, {"v": 1}, False, make)
     assert not final.exists()
     assert [p.name for p in final.parent.iterdir()] == [".broken.lock"]
 
     # A temporary folder left by a killed process (its pid is gone) is swept up by the next build.
     stale = final.parent / ".broken.tmp-999999999"
     stale.mkdir()
-    assets._cached_build("broken", final, {"v": 1}, False, lambda tmp: {})
+    cache._cached_build("broken", final, {"v": 1}, False, lambda tmp: {})
     assert not stale.exists() and assets.read_marker(final)["key"] == {"v": 1}
 
 
