@@ -4,6 +4,10 @@ The training notebook never trains in its own kernel. It builds the command here
 (the same line works from a terminal or a Slurm job), runs it as a subprocess and streams every line into the
 notebook, into ``runs/<run>/train.log`` and into a callback that feeds the live loss plot.
 
+Beside it: ``open_r1_nb.training_log`` reads the Trainer's log dicts from those lines (``TrainingLog``),
+``open_r1_nb.redaction`` keeps secret values out of them, and ``open_r1_nb.cuda_check`` says why torch finds no
+GPU; their names are re-exported here.
+
 Facts this module relies on (checked with accelerate 1.15, torch 2.13 CPU, transformers 5.17):
 
 - ``accelerate launch --cpu --num_processes 2`` and a ``distributed_type: MULTI_CPU`` config both start ONE
@@ -15,15 +19,12 @@ Facts this module relies on (checked with accelerate 1.15, torch 2.13 CPU, trans
   sets ``ACCELERATE_USE_CPU=true`` whenever CUDA is absent. That is right for a CPU recipe only: a GPU recipe
   (no ``use_cpu: true``) on a node where torch finds no CUDA, typically a driver older than torch's CUDA build
   needs, would train on the CPU without a word, so ``launch`` refuses it first (``check_cuda_for``).
-- The Trainer prints its logs as Python dict reprs whose float values are strings with 4 significant digits:
-  ``{'loss': '4.864', 'grad_norm': '0.812', 'learning_rate': '0.001', 'epoch': '0.25'}``, without the step.
 - torchrun starts every rank in its own session, so killing our child's process group does not reach the
   ranks; ``run`` sends SIGTERM (torchrun forwards it to the ranks), waits, then kills what is left by pid.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
 import re
@@ -42,22 +43,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+# What moved out of this module stays importable from it (launch.cuda_available, launch.TrainingLog, ...).
+from open_r1_nb.cuda_check import (  # noqa: F401
+    _DRIVER_VERSION,
+    MIN_DRIVER_FOR_CUDA,
+    cuda_available,
+    cuda_problem,
+    nvidia_driver_version,
+)
 from open_r1_nb.paths import PARAMETERS_DIR, REPO_ROOT, resolve_local
+from open_r1_nb.redaction import (  # noqa: F401
+    redact,
+    secret_arguments,
+    secret_values,
+    without_secret_arguments,
+)
+from open_r1_nb.training_log import TrainingLog, parse_log_line  # noqa: F401
 
 ACCELERATE_CONFIG_DIR = PARAMETERS_DIR / "accelerate"
 DEFAULT_PORT = 29500
 PORT_ATTEMPTS = 3  # launches when the rendezvous port is taken before it is bound
 TAIL_LINES = 40
-
-# Names whose values must never reach a log or a notebook output.
-_SECRET_NAME = re.compile(r"(^HF_TOKEN$|^WANDB_API_KEY$|_TOKEN$|_KEY$|_SECRET$|PASSWORD)", re.IGNORECASE)
-# Shorter values are too likely to occur by chance ("1", "true") to be replaced everywhere.
-_MIN_SECRET_LEN = 5
-# Command-line options whose values are secrets (``--hub_token hf_...``, ``--set hub_token=hf_...``). Narrower than
-# the environment's names: ``--eos_token``/``--pad_token`` name tokens of a vocabulary, which must stay readable.
-_SECRET_OPTION = re.compile(
-    r"^(hub_token|token|hf_token|wandb_api_key|api_key|\w+_api_key|\w+_secret|\w*password)$", re.IGNORECASE
-)
 
 # A tqdm bar, e.g. " 25%|██▌       | 1/4 [00:00<00:00, 13.26it/s]" (possibly with a description first).
 _PROGRESS = re.compile(r"\d+%\|.*\|\s*(\d+)/(\d+)")
@@ -209,126 +215,7 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
         return s.getsockname()[1]
 
 
-# ------------------------------------------------------------------------------------------ environment, secrets
-def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of the variables whose names look secret, longest first (so overlapping values redact fully)."""
-    values = {v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= _MIN_SECRET_LEN}
-    return sorted(values, key=len, reverse=True)
-
-
-def _secret_option(arg: str) -> tuple[bool, str | None]:
-    """(whether ``arg`` is a secret option, its value when given in the same argument)."""
-    name, eq, value = arg.lstrip("-").partition("=")
-    if not _SECRET_OPTION.match(name.replace("-", "_")) or (not eq and not arg.startswith("-")):
-        return False, None
-    return True, value if eq else None
-
-
-def secret_arguments(args: Sequence[str]) -> list[str]:
-    """Values of secret options on a command line: ``--hub_token X``, ``--hub_token=X`` and ``hub_token=X`` (the
-    runner's ``--set``). Only environment values were redacted before; a token typed as an argument is as secret."""
-    values = set()
-    for i, arg in enumerate(args):
-        secret, value = _secret_option(str(arg))
-        if secret and value is None and i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
-            value = str(args[i + 1])
-        if secret and value and len(value) >= _MIN_SECRET_LEN:
-            values.add(value)
-    return sorted(values, key=len, reverse=True)
-
-
-def without_secret_arguments(args: Sequence[str]) -> list[str]:
-    """``args`` without its secret options and their values (for a command that needs none of them)."""
-    out, skip = [], False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        secret, value = _secret_option(str(arg))
-        if secret:
-            skip = value is None and i + 1 < len(args) and not str(args[i + 1]).startswith("--")
-            continue
-        out.append(arg)
-    return out
-
-
-def redact(text: str, env: Mapping[str, str] | Iterable[str]) -> str:
-    """Replace every secret value (from an env mapping, or a list of values) in ``text`` with ``***``."""
-    values = secret_values(env) if isinstance(env, Mapping) else env
-    for v in values:
-        text = text.replace(v, "***")
-    return text
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a GPU (imports torch, which the training kernel has loaded anyway)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-# The oldest NVIDIA driver branch each CUDA major version runs on (minor-version compatibility): torch 2.13.0's
-# PyPI wheel for Linux x86_64 is built for CUDA 13.0, so it needs R580; CUDA 12.x builds run on R525 and newer.
-MIN_DRIVER_FOR_CUDA = {13: 580, 12: 525, 11: 450}
-_DRIVER_VERSION = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
-
-
-def nvidia_driver_version() -> str | None:
-    """The loaded NVIDIA kernel driver's version (e.g. ``550.54.15``), or None when there is none."""
-    with contextlib.suppress(OSError):
-        found = _DRIVER_VERSION.search(Path("/proc/driver/nvidia/version").read_text())
-        if found:
-            return found.group(1)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        lines = out.stdout.split()
-        if out.returncode == 0 and lines:
-            return lines[0]
-    return None
-
-
-def cuda_problem() -> str | None:
-    """Why torch sees no CUDA device here, with the fix, in words; None when it sees one."""
-    import torch
-
-    if torch.cuda.is_available():
-        return None
-    built = torch.version.cuda
-    if built is None:
-        return (
-            f"torch {torch.__version__} is a CPU-only build. On the GPU node install the CUDA build: "
-            "`conda env create -f environment.yml`, or `pip install torch==2.13.0` from PyPI (built for CUDA 13.0)."
-        )
-    driver = nvidia_driver_version()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if driver is None:
-        return (
-            f"torch {torch.__version__} is built for CUDA {built}, but no NVIDIA driver is loaded here (no "
-            "/proc/driver/nvidia/version, no nvidia-smi): this is not a GPU node, or the job was given no GPU "
-            "(under Slurm: --gres=gpu:N)."
-        )
-    needed = MIN_DRIVER_FOR_CUDA.get(int(built.split(".")[0]))
-    if needed and int(driver.split(".")[0]) < needed:
-        return (
-            f"torch {torch.__version__} is built for CUDA {built}, which needs an NVIDIA driver R{needed} or newer; "
-            f"this machine's driver is {driver}. Fix: upgrade the driver to R{needed}+, or install a torch 2.13.0 "
-            "built for a CUDA this driver runs (R525+: CUDA 12.x, from PyTorch's cu128 or cu126 index where it "
-            "publishes that build; environment.yml shows the command), with a vLLM built for the same CUDA."
-        )
-    return (
-        f"torch {torch.__version__} (CUDA {built}) with NVIDIA driver {driver} finds no usable GPU"
-        + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-        + ": check `nvidia-smi` and that the GPUs are visible to this process."
-    )
-
-
+# ------------------------------------------------------------------------------------- GPU check, environment
 class CudaUnavailableError(RuntimeError):
     """A GPU recipe was launched where torch finds no CUDA device; the message says why and what to do."""
 
@@ -727,121 +614,3 @@ def launch(
             )
             port = 0  # any port the OS reports free
     raise AssertionError("unreachable")
-
-
-# ------------------------------------------------------------------------------------------------- the log
-def _to_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def parse_log_line(line: str) -> dict[str, float] | None:
-    """The Trainer's log dict in ``line`` with float values, or None.
-
-    transformers 5.17 prints ``{'loss': '4.864', 'grad_norm': '0.812', 'learning_rate': '0.001', 'epoch':
-    '0.25'}`` (values as strings with 4 significant digits; plain numbers are accepted too). Text before the
-    first ``{`` (a rank prefix, a tqdm remnant) or after the dict is ignored; a dict with a non-numeric value is
-    not a log line.
-    """
-    start = line.find("{")
-    if start < 0:
-        return None
-    # Try each closing brace in turn: another rank's output can land between the dict and its newline
-    # (print() and tqdm.write() write them separately), leaving text, braces included, after the dict.
-    obj = None
-    end = line.find("}", start)
-    while end >= 0 and obj is None:
-        try:
-            obj = ast.literal_eval(line[start : end + 1])
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            end = line.find("}", end + 1)
-    if not isinstance(obj, dict) or not obj:
-        return None
-    out: dict[str, float] = {}
-    for k, v in obj.items():
-        f = _to_float(v)
-        if not isinstance(k, str) or f is None:
-            return None
-        out[k] = f
-    return out
-
-
-class TrainingLog:
-    """Accumulates the Trainer's log dicts from streamed lines; pass it as ``run(..., on_line=log)``.
-
-    The Trainer's printed dicts carry no step, so the step is inferred: the k-th training log is at step
-    ``k × logging_steps`` (step 1 first when ``logging_first_step``); a ``step`` key, when present, wins.
-    Evaluation dicts (``eval_*`` keys) take the step of the last training log; the final summary
-    (``train_runtime``, ``train_samples_per_second``, ``train_loss``, ...) is kept apart in ``summary``.
-    """
-
-    def __init__(self, logging_steps: int = 1, logging_first_step: bool = False):
-        self.logging_steps = logging_steps
-        self.logging_first_step = logging_first_step
-        self.records: list[dict[str, float]] = []
-        self.summary: dict[str, float] | None = None
-        self._train_logs = 0
-
-    def __call__(self, line: str) -> dict[str, float] | None:
-        return self.add_line(line)
-
-    def add_line(self, line: str) -> dict[str, float] | None:
-        """Parse one output line; record and return its dict when it is a log line."""
-        record = parse_log_line(line)
-        if record is not None:
-            self.add(record)
-        return record
-
-    def _next_step(self) -> int:
-        k = self._train_logs
-        if self.logging_first_step and self.logging_steps > 1:
-            return 1 if k == 0 else k * self.logging_steps
-        return (k + 1) * self.logging_steps
-
-    def add(self, record: Mapping[str, float]) -> None:
-        """Record one parsed dict."""
-        record = dict(record)
-        if "train_runtime" in record:
-            self.summary = record
-            return
-        if any(k.startswith("eval_") for k in record):
-            record.setdefault("step", self.records[-1]["step"] if self.records else 0.0)
-        else:
-            record.setdefault("step", float(self._next_step()))
-            self._train_logs += 1
-        self.records.append(record)
-
-    @property
-    def last(self) -> dict[str, float] | None:
-        return self.records[-1] if self.records else None
-
-    def to_frame(self) -> Any:
-        """The records as a pandas DataFrame, one row per log, ``step`` first (integer)."""
-        import pandas as pd
-
-        df = pd.DataFrame(self.records)
-        if df.empty:
-            return pd.DataFrame(columns=["step", "epoch", "loss", "learning_rate", "grad_norm"])
-        df["step"] = df["step"].astype(int)
-        return df[["step", *[c for c in df.columns if c != "step"]]]
-
-    @classmethod
-    def from_file(cls, log_path: str | os.PathLike, **kwargs: Any) -> TrainingLog:
-        """Re-read a run's log (e.g. ``runs/<run>/train.log``) when the notebook is re-run without training.
-
-        Only the last launch in the file is read (``run`` appends, and starts each launch with ``# $``).
-        """
-        log = cls(**kwargs)
-        lines = Path(log_path).read_text(encoding="utf-8").splitlines()
-        starts = [i for i, line in enumerate(lines) if line.startswith("# $ ")]
-        for line in lines[starts[-1] if starts else 0 :]:
-            log.add_line(line)
-        return log

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from open_r1_nb import launch
+from open_r1_nb import cuda_check, launch
 from open_r1_nb.launch import (
     LaunchError,
     TrainingLog,
@@ -175,7 +175,7 @@ def _no_cuda(monkeypatch, built: str | None, driver: str | None) -> None:
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", built)
-    monkeypatch.setattr(launch, "nvidia_driver_version", lambda: driver)
+    monkeypatch.setattr(cuda_check, "nvidia_driver_version", lambda: driver)  # where cuda_problem looks it up
 
 
 def test_gpu_launch_with_a_driver_too_old_for_torch_is_refused_before_anything_runs(tmp_path, monkeypatch):
