@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.paths import resolve_local
+from open_r1_nb.sources import load_source
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_NGRAM = 8
@@ -130,9 +133,6 @@ def _source_files(path: Path) -> list[Path]:
 def load_eval_problems(sources: Sequence[str | os.PathLike]) -> list[EvalProblem]:
     """Read evaluation problems from local files or folders (every data file but ``train*``), or from Hub
     dataset ids written ``org/name`` or ``org/name:split`` (default split ``test``; offline, one clear error)."""
-    from open_r1_nb.data import load_source
-    from open_r1_nb.paths import resolve_local
-
     problems: list[EvalProblem] = []
     for source in sources:
         local = resolve_local(source)
