@@ -354,17 +354,15 @@ def find_contamination(
 
 
 def decontaminate(
-    dataset: Any,
-    eval_problems: Any,
-    n: int = DEFAULT_NGRAM,
-    *,
-    column: str = "messages",
-    id_column: str = "id",
+    dataset: Any, eval_problems: Any, n: int = DEFAULT_NGRAM, **options: str
 ) -> tuple[Any, ContaminationReport]:
-    """Remove the contaminated rows; return the clean dataset (same type, same order) and the report."""
+    """Remove the contaminated rows; return the clean dataset (same type, same order) and the report.
+
+    The search is :func:`find_contamination`'s, with its keyword ``options`` (``column``, ``id_column``).
+    """
     if not hasattr(dataset, "select"):
         dataset = list(dataset)  # read an iterator once, for both the search and the selection
-    report = find_contamination(dataset, eval_problems, n, column=column, id_column=id_column)
+    report = find_contamination(dataset, eval_problems, n, **options)
     flagged = {f.row for f in report.flagged}
     report.removed = len(flagged)
     if not flagged:
