@@ -21,6 +21,7 @@ from varied_model import build_varied_model
 from open_r1_nb import assets, launch
 from open_r1_nb.config import load_recipe, save_recipe
 from open_r1_nb.evaluate import generate as gen
+from open_r1_nb.evaluate import generate_vllm
 from open_r1_nb.evaluate.generate import GenerationConfig, generate
 from open_r1_nb.paths import REPO_ROOT, cache_dir
 
@@ -135,8 +136,10 @@ def test_gpu_copies_get_their_slice_of_the_visible_gpus(vllm_model_dir, monkeypa
         seen.update(envs=envs, engine=engine, sizes=[len(s) for s in shards])
         return [[[[5, 6]] for _ in shard] for shard in shards]  # one draw of two token ids per prompt
 
+    # A GPU node for the backend choice (generate) and for the engine set-up (generate_vllm) alike.
     monkeypatch.setattr(gen, "_cuda_available", lambda: True)
-    monkeypatch.setattr(gen, "_run_vllm_shards", shards_here)
+    monkeypatch.setattr(generate_vllm, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generate_vllm, "_run_vllm_shards", shards_here)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     generate(vllm_model_dir, PROMPTS, GREEDY, "vllm", progress=False, tensor_parallel_size=2)
     assert seen["envs"] == [{"CUDA_VISIBLE_DEVICES": "4,5"}, {"CUDA_VISIBLE_DEVICES": "6,7"}]
