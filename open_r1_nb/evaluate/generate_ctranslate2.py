@@ -10,18 +10,15 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import typing
 from pathlib import Path
 
-from open_r1_nb.evaluate.generate_common import (
-    GenerationConfig,
-    Sample,
-    _chunks_by_length,
-    _copies,
-    _decode,
-    _progress_bar,
-)
+from open_r1_nb.evaluate.generate_common import _chunks_by_length, _copies, _decode, _progress_bar
 from open_r1_nb.hardware import usable_cores
 from open_r1_nb.paths import cache_dir
+
+if typing.TYPE_CHECKING:  # annotations only
+    from open_r1_nb.evaluate.generate_common import GenerationConfig, Sample
 
 # The logger of the module this code was split from, so that a filter or a test listening there still hears it.
 logger = logging.getLogger("open_r1_nb.evaluate.generate")

@@ -4,17 +4,14 @@ fp32 on CPU, bf16 on GPU. Reached through :func:`open_r1_nb.evaluate.generate.ge
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
-from open_r1_nb.evaluate.generate_common import (
-    GenerationConfig,
-    Sample,
-    _chunks_by_length,
-    _copies,
-    _decode,
-    _progress_bar,
-)
+from open_r1_nb.evaluate.generate_common import _chunks_by_length, _copies, _decode, _progress_bar
+
+if typing.TYPE_CHECKING:  # annotations only
+    from open_r1_nb.evaluate.generate_common import GenerationConfig, Sample
 
 
 def _run_transformers(
