@@ -7,6 +7,10 @@ A run folder never mixes a model or results with a recipe they were not made wit
 runner compares the recipe it is about to write with the one already in ``runs/<run>/`` and stops, naming the keys,
 when a trained model or evaluation results would be reused under a different recipe. ``retrain`` and
 ``re_evaluate`` move the old outputs aside (``runs/<run>/previous/<time>/``), never delete them.
+
+Beside it: ``open_r1_nb.notebook_exec`` executes one notebook (papermill, its kernel, the heartbeat) and
+``open_r1_nb.run_files`` holds the run folder's shared files (``metrics.json``, moving outputs aside); their names
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,21 +19,31 @@ import ast
 import dataclasses
 import json
 import os
-import shutil
-import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+# A name imported as itself (``X as X``) moved out of this module and is re-exported: pipeline.X keeps working.
 from open_r1_nb.estimate import PIPELINE_START_ENV
+from open_r1_nb.notebook_exec import HEADLESS_KERNEL as HEADLESS_KERNEL
+from open_r1_nb.notebook_exec import Heartbeat, describe_failure, run_notebook
+from open_r1_nb.notebook_exec import _last_progress as _last_progress
+from open_r1_nb.notebook_exec import kernel_config as kernel_config
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve_local, run_dir
+from open_r1_nb.run_files import (
+    FINGERPRINT_FILE,
+    PREVIOUS_DIR,
+    RECIPE_FILE,
+    archive_evaluation,
+    archive_outputs,
+    archive_run_dir,
+    archive_training_outputs,
+    merge_metrics,
+    timestamp,
+    write_atomic,
+)
 
-RECIPE_FILE = "recipe.yaml"
-#: Executed notebooks that a new run of the pipeline would overwrite are moved here first (under notebooks/), and
-#: so are a run's training or evaluation outputs that ``retrain`` / ``re_evaluate`` replace (under the run folder).
-PREVIOUS_DIR = "previous"
 #: The label notebook 06 gives the base model's evaluation results (``eval/<benchmark>/base.json``).
 BASE_LABEL = "base"
 
@@ -65,11 +79,6 @@ _EVAL_KEYS = frozenset(
         "eval_math_rule",
     }
 )
-#: ``runs/<run>/training_fingerprint.json``: the training keys of the recipe that made the run's checkpoints and
-#: model, written when training starts. recipe.yaml is rewritten by every notebook 01 and every runner call, so it
-#: cannot say what an existing model was trained with; this file can. (Each evaluation result records its own
-#: settings, in ``eval/<benchmark>/<model>.json``.)
-FINGERPRINT_FILE = "training_fingerprint.json"
 
 
 class PipelineError(RuntimeError):
@@ -237,7 +246,7 @@ def recipe_differences(old, new) -> tuple[dict[str, tuple], dict[str, tuple]]:
 def record_training_fingerprint(run_folder: Path, recipe) -> Path:
     """Write ``runs/<run>/training_fingerprint.json`` for the training about to start (see ``FINGERPRINT_FILE``)."""
     path = Path(run_folder) / FINGERPRINT_FILE
-    _write_atomic(path, json.dumps({"training": training_fingerprint(recipe)}, indent=2))
+    write_atomic(path, json.dumps({"training": training_fingerprint(recipe)}, indent=2))
     return path
 
 
@@ -254,15 +263,6 @@ def recorded_training_fingerprint(run_folder: Path) -> dict[str, Any] | None:
             f"{path} cannot be read ({type(err).__name__}: {err}), so there is no telling which recipe trained the "
             f"model in {run_folder}. Fix: --retrain (notebook 04: retrain = True), or --fresh."
         ) from err
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a process killed halfway
-    leaves the old file or the new one, never half of one (which every later run would then fail to read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _changes(diff: dict[str, tuple]) -> str:
@@ -384,244 +384,6 @@ def _base_results(run_folder: Path) -> list[Path]:
     return list((run_folder / "eval").glob(f"*/{BASE_LABEL}.*"))
 
 
-def _move_aside(
-    run_folder: Path, paths: list[Path], stamp: str | None, recipe_text: str | None
-) -> Path | None:
-    """Move ``paths`` (inside ``run_folder``) into ``run_folder/previous/<stamp>/``, keeping their relative place."""
-    paths = [p for p in paths if p.exists()]
-    if not paths:
-        return None
-    target = _unused(run_folder / PREVIOUS_DIR / (stamp or _timestamp()))
-    for path in paths:
-        dest = target / path.relative_to(run_folder)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(dest)
-    if recipe_text is not None:
-        (target / RECIPE_FILE).write_text(recipe_text)
-    return target
-
-
-def _forget_metrics(run_folder: Path, keys: tuple[str, ...], target: Path | None) -> None:
-    """Copy metrics.json next to the outputs moved aside, then drop the keys that described them."""
-    path = run_folder / "metrics.json"
-    if target is None or not path.exists():
-        return
-    shutil.copy2(path, target / path.name)
-    metrics = json.loads(path.read_text())
-    _write_atomic(path, json.dumps({k: v for k, v in metrics.items() if k not in keys}, indent=2))
-
-
-_EVAL_FIGURES = ("eval_comparison.png", "eval_lengths_*.png", "learning_curve.png", "report.md")
-
-
-def archive_training_outputs(
-    run_folder: Path, run_name: str, stamp: str | None = None, recipe_text: str | None = None
-) -> Path | None:
-    """Before training again: move the model, the checkpoints (else training would resume from the last one),
-    the log, and every result computed from them (the trained model's and the learning curve's evaluations, the
-    plots, the report) into ``runs/<run>/previous/<stamp>/``; the base model's results stay. Returns that folder.
-    ``recipe_text`` (the recipe they were made with) is written beside them."""
-    run_folder = Path(run_folder)
-    eval_dir = run_folder / "eval"
-    names = ("model", "checkpoints", "train.log", "training_curves.png", FINGERPRINT_FILE)
-    paths = [run_folder / name for name in names]
-    paths += sorted(eval_dir.glob(f"*/{run_name}.*")) + sorted(eval_dir.glob("*/curve-*"))
-    paths += [p for pattern in _EVAL_FIGURES for p in sorted(run_folder.glob(pattern))]
-    target = _move_aside(run_folder, paths, stamp, recipe_text)
-    _forget_metrics(run_folder, ("train", "eval", "learning_curve"), target)
-    return target
-
-
-def archive_evaluation(
-    run_folder: Path, stamp: str | None = None, recipe_text: str | None = None
-) -> Path | None:
-    """Before evaluating again: move ``eval/`` (every model's results), the plots made from it and the report
-    into ``runs/<run>/previous/<stamp>/``. Returns that folder, or None when there was nothing to move."""
-    run_folder = Path(run_folder)
-    paths = [run_folder / "eval"] + [p for pattern in _EVAL_FIGURES for p in sorted(run_folder.glob(pattern))]
-    target = _move_aside(run_folder, paths, stamp, recipe_text)
-    _forget_metrics(run_folder, ("eval", "learning_curve"), target)
-    return target
-
-
-def _timestamp() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _unused(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``, ... when it exists (two runs within one second)."""
-    candidate, i = path, 1
-    while candidate.exists():
-        i += 1
-        candidate = path.with_name(f"{path.name}-{i}")
-    return candidate
-
-
-def archive_run_dir(run_folder: Path, stamp: str | None = None) -> Path | None:
-    """Move a whole run folder aside to ``runs/<run>.previous-<timestamp>/`` (nothing is deleted); return where
-    it went, or None when there was none. This is what starting a run over (``fresh``) means."""
-    run_folder = Path(run_folder)
-    if not run_folder.exists():
-        return None
-    target = _unused(run_folder.with_name(f"{run_folder.name}.previous-{stamp or _timestamp()}"))
-    run_folder.rename(target)
-    return target
-
-
-def archive_outputs(run_folder: Path, names: list[str], stamp: str | None = None) -> Path | None:
-    """Before notebooks run again, move their executed copies into ``runs/<run>/notebooks/previous/<timestamp>/``
-    (``run_pipeline`` adds the recipe they ran with); return that folder, or None when nothing was there."""
-    notebooks_dir = Path(run_folder) / "notebooks"
-    existing = [notebooks_dir / name for name in names if (notebooks_dir / name).exists()]
-    if not existing:
-        return None
-    target = _unused(notebooks_dir / PREVIOUS_DIR / (stamp or _timestamp()))
-    target.mkdir(parents=True)
-    for path in existing:
-        path.rename(target / path.name)
-    return target
-
-
-KERNEL_DIED_ADVICE = (
-    "The notebook's kernel process died without a Python error, which almost always means the machine ran out of "
-    "memory (the kernel's OOM killer; `dmesg | tail` says for sure). Close other programs, or make the notebook's "
-    "work smaller: in evaluation, fewer sequences at once (--set eval_batch_size=16) or fewer problems "
-    "(--set eval_limit=10). Training runs in its own processes and reports its own memory errors."
-)
-
-
-def _describe_failure(err: Exception) -> str:
-    # papermill's execution error carries the cell index and the exception's name and value.
-    cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
-    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
-    where = f"cell {cell}" if cell is not None else "a cell"
-    detail = f"{where}: {ename}: {evalue}"
-    if ename == "DeadKernelError" or "Kernel died" in str(evalue):
-        detail += f"\n{KERNEL_DIED_ADVICE}"
-    return detail
-
-
-def kernel_config():
-    """Kernel-manager settings for the notebooks' kernels: CurveZMQ keys on the kernel's channels.
-
-    jupyter_client connects to a kernel over local TCP ports, and ipykernel 7 warns on every start that this is
-    unencrypted ("Kernel is running over TCP without encryption"). With ``transport_encryption: auto`` the manager
-    gives the kernel CurveZMQ keys when its kernelspec declares support (ipykernel's does), so the channels are
-    encrypted and the warning has no cause. A kernel or a libzmq without CurveZMQ keeps plain TCP, and its warning.
-    """
-    import zmq
-    from jupyter_client.manager import KernelManager
-    from traitlets.config import Config
-
-    if not zmq.has("curve") or not KernelManager.class_traits().get("transport_encryption"):
-        return None
-    return Config({"KernelManager": {"transport_encryption": "auto"}})
-
-
-#: The kernel papermill starts when none is named: ipykernel's own spec runs the interpreter that runs the pipeline,
-#: so this environment, wherever the notebooks' named kernel (``make install`` registers it) points.
-HEADLESS_KERNEL = "python3"
-
-
-def run_notebook(notebook: Path, output: Path, parameters: dict, kernel_name: str | None = None) -> None:
-    import papermill as pm
-
-    from open_r1_nb import progress
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    config = kernel_config()
-    # The kernel inherits this environment: nothing renders widgets here, so its progress bars are text lines,
-    # even when the runner itself was started from a JupyterLab kernel (which would pass JupyterLab's mark on).
-    saved = os.environ.get(progress.ENV)
-    os.environ[progress.ENV] = "text"
-    try:
-        pm.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=parameters,
-            kernel_name=kernel_name or HEADLESS_KERNEL,
-            cwd=str(NOTEBOOKS_DIR),  # same working directory as in JupyterLab
-            progress_bar=False,
-            log_output=False,
-            request_save_on_cell_execute=True,
-            **({"config": config} if config is not None else {}),
-        )
-    finally:
-        if saved is None:
-            os.environ.pop(progress.ENV, None)
-        else:
-            os.environ[progress.ENV] = saved
-
-
-# Bars of loading and saving files: seconds long, and never what a user waits on.
-_FILE_BARS = ("Loading weights", "Writing model shards", "Loading checkpoint")
-
-
-def _last_progress(log: Path) -> str:
-    """The newest tqdm-style progress line of a log (``12/30 [01:02<01:30, 10.4s/it]``), or ''."""
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - 4096))
-            tail = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    bars = [
-        ln.strip()
-        for ln in tail.replace("\r", "\n").splitlines()
-        if "|" in ln and "/" in ln and "[" in ln and not ln.lstrip().startswith(_FILE_BARS)
-    ]
-    return bars[-1][-90:] if bars else ""
-
-
-class Heartbeat:
-    """While a notebook runs, print its elapsed time every ``every_s`` seconds, with the newest progress bar of
-    the run's train.log (training steps, then the evaluation right after training).
-
-    papermill shows nothing until a notebook ends; training alone takes minutes, so the runner says it is alive.
-    """
-
-    def __init__(self, name: str, run_folder: Path, echo=print, every_s: float = 30.0) -> None:
-        self.name, self.log, self.echo, self.every_s = name, run_folder / "train.log", echo, every_s
-        self._stop = threading.Event()
-        self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self._echo_estimate()
-            elapsed = time.perf_counter() - self._t0
-            progress = (
-                _last_progress(self.log)
-                if self.log.exists() and self.log.stat().st_mtime > self._since
-                else ""
-            )
-            self.echo(f"  {self.name:<28} ...   {elapsed:6.0f} s" + (f"   {progress}" if progress else ""))
-
-    def _echo_estimate(self) -> None:
-        """Once per notebook: the training's estimate of the run's time, as soon as train.log has it."""
-        if self._estimate_shown or not self.log.exists() or self.log.stat().st_mtime <= self._since:
-            return
-        from open_r1_nb.estimate import Estimate, parse_estimate_line
-
-        with self.log.open(errors="replace") as handle:
-            for line in handle:
-                found = parse_estimate_line(line)
-                if found is not None:
-                    self._estimate_shown = True
-                    self.echo(f"  {Estimate(**found).message()}")
-                    return
-
-    def __enter__(self) -> Heartbeat:
-        self._estimate_shown = False
-        self._since = time.time()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _validate(profile: str | Path, overrides: dict[str, Any]):
     """The profile with the overrides, checked like a profile file (files not yet: assets come first). An error
     caused by an override says so."""
@@ -719,7 +481,7 @@ def run_pipeline(
         assets.prepare(list(planned.pipeline.assets))
         extra_times["assets"] = time.perf_counter() - t0
         echo(f"  {'assets':<28} ok    {extra_times['assets']:6.1f} s")
-    stamp = _timestamp()
+    stamp = timestamp()
     target = run_dir(planned.run_name)
     old_recipe = target / RECIPE_FILE
     old_recipe_text = old_recipe.read_text() if old_recipe.exists() and not fresh else None
@@ -769,7 +531,7 @@ def run_pipeline(
                 run_notebook(nb, output, params, kernel_name)
         except Exception as err:  # papermill raises its own error type; any failure stops the run here
             seconds = time.perf_counter() - t0
-            detail = _describe_failure(err)
+            detail = describe_failure(err)
             results.append(NotebookResult(nb.stem, seconds, output, False, detail))
             echo(f"  {nb.stem:<28} FAILED after {seconds:6.1f} s")
             _record_times(recipe.run_dir, results, profile_path(profile).stem, extra_times)
@@ -800,8 +562,8 @@ def run_hardware(recipe) -> dict[str, Any]:
     if t.use_cpu:
         device = "cpu"
     else:
+        from open_r1_nb.cuda_check import cuda_available
         from open_r1_nb.hardware import mps_available
-        from open_r1_nb.launch import cuda_available
 
         device = "cuda" if cuda_available() else "mps" if mps_available() else "cpu"
     precision = "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32"
@@ -817,19 +579,6 @@ def run_hardware(recipe) -> dict[str, Any]:
         "cpu": cpu.as_dict(),
         "summary": summary,
     }
-
-
-def merge_metrics(folder: Path, update: dict) -> dict:
-    """Merge ``update`` into ``<run>/metrics.json`` one level deep: each step owns its own keys in the file."""
-    path = Path(folder) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(metrics.get(key), dict):
-            metrics[key].update(value)
-        else:
-            metrics[key] = value
-    _write_atomic(path, json.dumps(metrics, indent=2))
-    return metrics
 
 
 def _record_times(

@@ -316,9 +316,9 @@ def test_the_kernel_runs_encrypted_and_says_nothing_about_tcp(tmp_path):
         """
         import sys
         from pathlib import Path
-        from open_r1_nb import pipeline
+        from open_r1_nb import notebook_exec, pipeline
         if sys.argv[1] == "plain":
-            pipeline.kernel_config = lambda: None
+            notebook_exec.kernel_config = lambda: None  # where run_notebook looks it up
         pipeline.run_notebook(Path(sys.argv[2]), Path(sys.argv[3]), {})
         """
     )
