@@ -7,324 +7,42 @@ The same command runs from notebook 04, a terminal or a Slurm job. It follows op
 logging, resume from the last checkpoint, dataset, tokenizer, model, ``SFTTrainer``, train, save, model card,
 optional push. What it adds: only *complete* checkpoints are resumed from, the trainer logs real (non-padding)
 tokens per second and the padding share, and the saved generation config stops at the tokenizer's EOS.
+
+The trainer itself is ``open_r1_nb.trainer.ThroughputSFTTrainer``; which checkpoints are complete, and whether the
+next one fits on the disk, is ``open_r1_nb.checkpoints``. Both names are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import os
-import re
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
-from trl import SFTTrainer
+
+# A name imported as itself (``X as X``) moved out of this module and is re-exported: sft.X keeps working.
+from open_r1_nb.checkpoints import COMPLETE_MARKER as COMPLETE_MARKER
+from open_r1_nb.checkpoints import (
+    CheckpointCompleteCallback,
+    DiskFullError,
+    free_bytes,
+    gib,
+    is_disk_full,
+    last_complete_checkpoint,
+)
+from open_r1_nb.checkpoints import checkpoint_is_complete as checkpoint_is_complete
+from open_r1_nb.checkpoints import find_checkpoints as find_checkpoints
+from open_r1_nb.trainer import ThroughputSFTTrainer
 
 logger = logging.getLogger("open_r1_nb.sft")
 
-COMPLETE_MARKER = "open_r1_nb_complete"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Sampling defaults written into the saved generation config: the DeepSeek-R1 evaluation protocol.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_is_complete(path: Path) -> bool:
-    """A checkpoint is complete when our marker is there (written after every rank finished saving)."""
-    return (path / COMPLETE_MARKER).exists()
-
-
-def find_checkpoints(output_dir: str | Path) -> tuple[list[Path], list[Path]]:
-    """(complete, partial) checkpoints under ``output_dir``, each sorted by step."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return [], []
-    found = sorted(
-        (p for p in root.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)),
-        key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)),
-    )
-    complete = [p for p in found if checkpoint_is_complete(p)]
-    partial = [p for p in found if not checkpoint_is_complete(p)]
-    return complete, partial
-
-
-def last_complete_checkpoint(output_dir: str | Path, quarantine: bool = False) -> Path | None:
-    """The newest complete checkpoint; partial ones newer than it are reported and, if asked, moved aside.
-
-    Moving them aside (renamed ``*.partial``) keeps the trainer's own checkpoint rotation from choosing them.
-    """
-    complete, partial = find_checkpoints(output_dir)
-    last = complete[-1] if complete else None
-    for p in partial:
-        logger.warning("checkpoint %s is incomplete (interrupted while saving): it will not be used", p)
-        if quarantine:
-            target = p.with_name(f"{p.name}.partial-{int(time.time())}")
-            p.rename(target)
-    return last
-
-
-class CheckpointCompleteCallback(TrainerCallback):
-    """Marks a checkpoint complete once every process has finished writing it."""
-
-    def on_save(self, args, state, control, **kwargs):
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                (folder / COMPLETE_MARKER).write_text(json.dumps({"global_step": state.global_step}))
-        return control
-
-
-# -------------------------------------------------------------------------------------------- trainer
-
-
-class ThroughputSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` that also logs real (non-padding) tokens per second and the share of padding.
-
-    On a CPU it computes the loss with one LM-head matmul over the labelled positions instead of TRL's fused, tiled
-    LM head, which exists to save GPU memory and has no CPU kernel: measured on 2 cores with SmolLM2-135M, a step
-    took 1.5x as long with it (docs/performance.md). The loss is the same token-averaged cross-entropy, and the
-    metrics TRL logs (entropy, mean_token_accuracy, num_tokens) are kept.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded-total; this process only
-        self._train_start: float | None = None
-        self._labelled_head_loss = self.args.device.type == "cpu"
-        if self._labelled_head_loss:
-            logger.info(
-                "loss: one LM-head matmul over the labelled positions (CPU); TRL's fused LM head is for GPU memory"
-            )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not (self._labelled_head_loss and model.training and not return_outputs and "labels" in inputs):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # The model's own causal-LM loss (shifted labels, -100 ignored, summed and divided by num_items_in_batch,
-        # the label count over gradient accumulation and ranks, in fp32), with the LM head applied only where a
-        # label is: the question's and the padding's logits would be computed, kept for backward and discarded.
-        # The hook cuts the LM head's input to the labelled positions; the forward still runs through the
-        # (DDP-)wrapped model, so gradients are synchronised as usual.
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")[:, 1:]
-        mask = labels != -100
-        targets = labels[mask]
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        hook = head.register_forward_pre_hook(lambda _module, args: (args[0][:, :-1][mask],))
-        try:
-            picked = model(**inputs, use_cache=False).logits  # (labelled positions, vocabulary)
-        finally:
-            hook.remove()
-        loss = torch.nn.functional.cross_entropy(
-            picked.float(), targets, reduction="sum" if num_items_in_batch is not None else "mean"
-        )
-        if num_items_in_batch is not None:
-            loss = loss / num_items_in_batch
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks, as in TRL
-        with torch.no_grad():
-            # Entropy over the whole vocabulary on a spread subsample of at most 256 positions: a full pass over
-            # (labelled tokens x 49k) fp32 values costs ~5% of a CPU step for a logged statistic.
-            every = max(1, picked.shape[0] // 256)
-            log_probs = picked[::every].float().log_softmax(-1)
-            sampled = log_probs.shape[0]
-            stats = torch.stack(
-                [
-                    mask.sum().to(torch.float64),
-                    -(log_probs.exp() * log_probs).sum().to(torch.float64) * (mask.sum() / max(sampled, 1)),
-                    (picked.argmax(-1) == targets).sum().to(torch.float64),
-                    inputs["attention_mask"].sum().to(torch.float64)
-                    if "attention_mask" in inputs
-                    else torch.tensor(float(inputs["input_ids"].numel()), dtype=torch.float64),
-                ]
-            )
-            valid, entropy, correct, tokens = (
-                self.accelerator.gather_for_metrics(stats.reshape(1, -1)).sum(0).tolist()
-            )
-        metrics = self._metrics["train"]
-        metrics["entropy"].append(entropy / valid if valid else 0.0)
-        metrics["mean_token_accuracy"].append(correct / valid if valid else 0.0)
-        self._total_train_tokens += int(tokens)
-        metrics["num_tokens"] = [self._total_train_tokens]
-        return loss
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._train_start is None:
-            self._train_start = time.perf_counter()
-        ids = inputs.get("input_ids")
-        if ids is not None:
-            mask = inputs.get("attention_mask")
-            real = float(mask.sum()) if mask is not None else float(ids.numel())  # padding-free: no padding
-            self._token_counts += torch.tensor([real, float(ids.numel())], dtype=torch.float64)
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        # accelerate names a CPU rank's device "cpu:0", and the Trainer passes it to torch.load as map_location
-        # when resuming with several processes; torch cannot restore storages to "cpu:0" (it raises "don't know
-        # how to restore data location"). Plain "cpu" is the same memory.
-        device = self.args.device
-        if device.type != "cpu" or device.index is None:
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        original = torch.load
-
-        def load_on_cpu(*args, **kwargs):
-            if kwargs.get("map_location") is not None:
-                kwargs["map_location"] = "cpu"
-            return original(*args, **kwargs)
-
-        torch.load = load_on_cpu
-        try:
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        finally:
-            torch.load = original
-
-    def _save_checkpoint(self, model, trial):
-        # A full disk must not cost the last complete checkpoint: the free space is checked before the new one is
-        # written, and a write that fails for want of space says how much is needed (see ``DiskFullError``).
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        check_space_for_checkpoint(folder, self.model, self.args)
-        try:
-            return super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as err:
-            if not is_disk_full(err):
-                raise
-            raise DiskFullError(disk_full_message(folder, self.model, self.args, err)) from err
-
-    # Saving: the Trainer pickles its arguments into every checkpoint and the model folder (training_args.bin), and
-    # a hub_token given on the command line would be written there in clear; it is lent to HF_TOKEN instead (where
-    # huggingface_hub reads it for an upload) while a save or a checkpoint push runs.
-    def _save(self, output_dir=None, state_dict=None):
-        with _token_out_of_arguments(self.args):
-            return super()._save(output_dir, state_dict)
-
-    def _push_from_checkpoint(self, checkpoint_folder):
-        with _token_out_of_arguments(self.args):
-            return super()._push_from_checkpoint(checkpoint_folder)
-
-    def log(self, logs, *args, **kwargs):
-        if self._train_start is not None and "loss" in logs:
-            counts = self.accelerator.reduce(
-                self._token_counts.to(self.accelerator.device), reduction="sum"
-            ).cpu()
-            real, total = float(counts[0]), float(counts[1])
-            elapsed = max(time.perf_counter() - self._train_start, 1e-9)
-            logs["real_tokens"] = int(real)
-            logs["real_tokens_per_second"] = round(real / elapsed, 2)
-            logs["padding_fraction"] = round(1 - real / total, 4) if total else 0.0
-        super().log(logs, *args, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------- saving
-
-
-class DiskFullError(OSError):
-    """A checkpoint or the model does not fit on the disk; the message says how much space it needs."""
-
-
-# How a full disk shows: OSError ENOSPC from Python, safetensors' Rust error, torch's zip writer.
-_DISK_FULL = re.compile(r"No space left on device|os error 28|StorageFull|ENOSPC", re.IGNORECASE)
-
-
-def is_disk_full(err: BaseException) -> bool:
-    return getattr(err, "errno", None) == errno.ENOSPC or bool(_DISK_FULL.search(str(err)))
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
-
-
-def checkpoint_bytes(output_dir: Path, model, args) -> tuple[int, str]:
-    """The space the next checkpoint takes, and how that is known: the size of the last complete checkpoint,
-    else the model's weights plus AdamW's two fp32 moments per parameter (unless save_only_model)."""
-    complete, _ = find_checkpoints(output_dir)
-    if complete:
-        return _size(complete[-1]), f"the size of {complete[-1].name}"
-    params = list(model.parameters()) if model is not None else []
-    weights = sum(p.numel() * p.element_size() for p in params)
-    optimizer = 0 if args.save_only_model else sum(2 * 4 * p.numel() for p in params if p.requires_grad)
-    return weights + optimizer, "the model's weights and optimizer state"
-
-
-def _free_bytes(path: Path) -> int:
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    return shutil.disk_usage(existing).free
-
-
-def disk_full_message(folder: Path, model, args, err: BaseException | None = None) -> str:
-    needed, how = checkpoint_bytes(folder.parent, model, args)
-    free = _free_bytes(folder.parent)
-    complete, _ = find_checkpoints(folder.parent)
-    last = (
-        f"The last complete checkpoint, {complete[-1]}, is intact: training resumes from it when launched again."
-        if complete
-        else "No complete checkpoint was saved yet."
-    )
-    written = (
-        f" The incomplete {folder.name} ({_gib(_size(folder))} written) is skipped on resume; delete it to free "
-        "its space."
-        if folder.is_dir()
-        else ""
-    )
-    cause = f" ({type(err).__name__}: {err})" if err is not None else ""
-    room = (
-        f"free at least {_gib((needed * 1.1) - free)} there"
-        if free < needed * 1.1
-        else "make sure it stays free (something else filled the disk while this was saved)"
-    )
-    return (
-        f"Not enough disk space for {folder.name}{cause}: it needs about {_gib(needed)} ({how}) and the disk "
-        f"holding {folder.parent} has {_gib(free)} free. {last}{written} Fix: {room}, keep fewer checkpoints "
-        "(save_total_limit), or give the run a bigger disk."
-    )
-
-
-def check_space_for_checkpoint(folder: Path, model, args) -> None:
-    """Raise DiskFullError before ``folder`` is written when its disk lacks the space (with 10% to spare).
-
-    Every rank decides as rank 0 does (its answer is broadcast): ranks that disagreed would leave one of them
-    waiting in the save's collectives for one that has stopped.
-    """
-    needed, _ = checkpoint_bytes(folder.parent, model, args)
-    short = _free_bytes(folder.parent) < needed * 1.1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        decision = [short]
-        torch.distributed.broadcast_object_list(decision, src=0)
-        short = decision[0]
-    if short:
-        raise DiskFullError(disk_full_message(folder, model, args))
-
-
-@contextlib.contextmanager
-def _token_out_of_arguments(args):
-    """``args.hub_token`` set to None, and HF_TOKEN to the token, for the time of the block."""
-    token = getattr(args, "hub_token", None)
-    if not token:
-        yield
-        return
-    saved = os.environ.get("HF_TOKEN")
-    args.hub_token, os.environ["HF_TOKEN"] = None, token
-    try:
-        yield
-    finally:
-        args.hub_token = token
-        if saved is None:
-            os.environ.pop("HF_TOKEN", None)
-        else:
-            os.environ["HF_TOKEN"] = saved
 
 
 def final_model_dir(output_dir: str | Path) -> Path:
@@ -392,7 +110,7 @@ def train(recipe) -> Path:
     from open_r1_nb.data import get_dataset, prepare_for_training, to_prompt_completion, validate_dataset
     from open_r1_nb.estimate import estimate_callback, run_folder
     from open_r1_nb.model import freeze_bottom, get_model, get_tokenizer
-    from open_r1_nb.pipeline import merge_metrics
+    from open_r1_nb.run_files import merge_metrics
 
     script_args, training_args, model_args = recipe.script, recipe.training, recipe.model
     setup_logging(training_args)
@@ -500,8 +218,8 @@ def save_and_push(trainer, tokenizer, script_args, metrics: dict) -> Path:
             raise
         raise DiskFullError(
             f"Not enough disk space for the final model in {model_dir} ({type(err).__name__}: {err}): it needs about "
-            f"{_gib(sum(p.numel() * p.element_size() for p in trainer.model.parameters()))} and the disk has "
-            f"{_gib(_free_bytes(Path(model_dir)))} free. The checkpoints in {training_args.output_dir} are intact: "
+            f"{gib(sum(p.numel() * p.element_size() for p in trainer.model.parameters()))} and the disk has "
+            f"{gib(free_bytes(Path(model_dir)))} free. The checkpoints in {training_args.output_dir} are intact: "
             "free the space and launch again, and the model is saved from the last one."
         ) from err
     if trainer.accelerator.is_main_process:
@@ -657,7 +375,7 @@ def evaluate_after_training(config: str | Path, overrides: list[str], model_dir:
         "--evaluate_only",
         str(model_dir),
     ]
-    from open_r1_nb.launch import without_secret_arguments
+    from open_r1_nb.redaction import without_secret_arguments
 
     command += without_secret_arguments(overrides)  # logged below; the evaluation needs no token
     process = subprocess.Popen(command, env=evaluation_env())
