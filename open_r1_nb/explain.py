@@ -16,7 +16,8 @@ import html
 import tempfile
 from typing import Any
 
-from open_r1_nb.config import cpu_supports_bf16, read_accelerate_config
+from open_r1_nb import hardware
+from open_r1_nb.config import read_accelerate_config
 
 #: The label that tells the loss to skip a position (PyTorch's cross-entropy ``ignore_index``).
 IGNORE_INDEX = -100
@@ -40,7 +41,7 @@ def _precision(recipe) -> str:
         )
     if t.fp16:
         return "fp16 mixed precision"
-    if t.use_cpu and not cpu_supports_bf16():
+    if t.use_cpu and not hardware.cpu_supports_bf16():
         # The recipe loader turns a CPU recipe's bf16 off here, with a note: oneDNN would only emulate it.
         return "float32 (this CPU has no bf16 units, AVX512-BF16 or AMX, so bf16 autocast would only be emulated)"
     return "float32"

@@ -259,8 +259,6 @@ def select_device(
             reason="Apple GPU (MPS): training in fp32 there, evaluation with transformers",
         )
     if cpu_bf16 is None:
-        from open_r1_nb.config import cpu_supports_bf16
-
         cpu_bf16 = cpu_supports_bf16()
     return DeviceChoice(
         device="cpu",
@@ -271,3 +269,16 @@ def select_device(
         reason="no GPU: the CPU, "
         + ("bf16 autocast (this CPU has bf16 units)" if cpu_bf16 else "fp32 (this CPU has no bf16 units)"),
     )
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX on x86; bf16 on Arm). False
+    while an AVX2-only CPU is emulated (``OPEN_R1_NB_CPU_ISA=avx2``), whatever the CPU underneath has."""
+    import torch
+
+    if os.environ.get(CPU_ISA_ENV, "").strip().lower() == "avx2":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -13,15 +13,13 @@ import html
 import importlib.util
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
-from open_r1_nb.config import resolve_chat_template
+from open_r1_nb.config import CHATML_TEMPLATE, resolve_chat_template
 from open_r1_nb.paths import resolve_local
 
 logger = logging.getLogger(__name__)
 
-CHATML_TEMPLATE = (Path(__file__).parent / "chatml.jinja").read_text()
 # Tried in order when the tokenizer's pad token is missing or equals EOS; a new token is added only if none exists.
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "<|endoftext|>", "<unk>")
 NEW_PAD_TOKEN = "<|pad|>"

@@ -187,14 +187,14 @@ def write_run_recipe(profile: str | Path, run_name: str = "", overrides: dict | 
 
 def _recipe_values(recipe) -> dict[str, Any]:
     """Every field of the recipe's four argument groups, as plain values (what a recipe file could say)."""
-    from open_r1_nb.config import _plain
+    from open_r1_nb.config import plain_value
 
     values: dict[str, Any] = {}
     for section in ("model", "script", "training", "pipeline"):
         obj = getattr(recipe, section)
         for f in dataclasses.fields(obj):
             if f.init and f.name not in values:
-                values[f.name] = _plain(getattr(obj, f.name))
+                values[f.name] = plain_value(getattr(obj, f.name))
     return values
 
 
@@ -385,19 +385,23 @@ def _base_results(run_folder: Path) -> list[Path]:
 
 
 def _validate(profile: str | Path, overrides: dict[str, Any]):
-    """The profile with the overrides, checked like a profile file (files not yet: assets come first). An error
-    caused by an override says so."""
+    """The profile with the overrides, checked like a profile file (files not yet: assets come first), and its
+    benchmarks by name. An error caused by an override says so."""
     from open_r1_nb.config import RecipeError, load_recipe
+    from open_r1_nb.evaluate.benchmarks import check_benchmark_names
+
+    def checked(changes: dict[str, Any] | None):
+        recipe = load_recipe(profile_path(profile), overrides=changes or None, check_files=False)
+        check_benchmark_names(recipe.training.benchmarks, f"recipe {recipe.source}")
+        return recipe
 
     try:
-        return load_recipe(profile_path(profile), overrides=overrides or None, check_files=False)
+        return checked(overrides)
     except RecipeError as err:
         given = {k: v for k, v in overrides.items() if k != "run_name"}
         if not given:
             raise
-        load_recipe(
-            profile_path(profile), check_files=False
-        )  # the profile alone: its own error, if it has one
+        checked(None)  # the profile alone: its own error, if it has one
         raise RecipeError(f"command-line overrides {given}: {err}", err.key, err.value, err.fix) from None
 
 

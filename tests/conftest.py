@@ -28,6 +28,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """Start and leave the test without an Accelerator or PartialState (recipes build device state lazily)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory):
     """An asset cache private to the test session, so tests never touch the user's ``cache/``."""

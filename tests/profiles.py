@@ -1,4 +1,5 @@
-"""A test profile on disk: the tiny model and data, one CPU, two processes, changed by keyword (DROP removes a key)."""
+"""Test recipes, changed by keyword (DROP removes a key): a minimal one in memory (Hub ids, nothing on disk checked),
+and a profile on disk with the tiny model and data, one CPU, two processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ from pathlib import Path
 import yaml
 
 DROP = object()
+
+
+def recipe_dict(**changes) -> dict:
+    """A minimal valid recipe with Hub ids only (nothing on disk is checked), changed by ``changes``."""
+    base = {
+        "model_name_or_path": "org/model",
+        "dataset_name": "org/data",
+        "run_name": "unit",
+        "use_cpu": True,
+        "bf16": False,
+        "accelerate_config": "cpu_2proc",
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not DROP}
 
 
 def write_profile(tmp_path: Path, model: Path, dataset: Path, run_name: str, **changes) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from profiles import DROP, recipe_dict
 
 from open_r1_nb import paths
 from open_r1_nb.config import (
@@ -29,31 +30,10 @@ from open_r1_nb.config import (
 )
 
 PROFILES = ["smoke", "cpu_demo", "openr1_distill_7b"]
-DROP = object()
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Tests here build device state; start and leave each one without an Accelerator or PartialState."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def recipe_dict(**changes) -> dict:
-    """A minimal valid recipe with Hub ids only (nothing on disk is checked), changed by ``changes``."""
-    base = {
-        "model_name_or_path": "org/model",
-        "dataset_name": "org/data",
-        "run_name": "unit",
-        "use_cpu": True,
-        "bf16": False,
-        "accelerate_config": "cpu_2proc",
-    }
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not DROP}
+# Recipes build device state lazily: every test here starts and ends without an Accelerator or PartialState.
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def assert_names(exc: pytest.ExceptionInfo, key: str, *fragments: str) -> str:
@@ -127,9 +107,9 @@ _CPU_ASSETS = ["smollm2", "gsm_symbolic", "arithmetic"]
     ],
 )
 def test_cpu_profiles_validate(profile, global_batch, assets, layout, bf16, monkeypatch):
-    from open_r1_nb import config
+    from open_r1_nb import hardware
 
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     recipe = load_recipe(profile, check_files=False)
     assert recipe.run_name == profile
     assert recipe.global_batch_size() == global_batch
@@ -393,9 +373,9 @@ def test_accelerate_config_defaults_to_the_hardware(gpus, changes, expected):
 
 
 def test_accelerate_config_default_asks_the_machine(monkeypatch):
-    from open_r1_nb import config
+    from open_r1_nb.config import defaults
 
-    monkeypatch.setattr(config, "gpu_count", lambda: 2)
+    monkeypatch.setattr(defaults, "gpu_count", lambda: 2)
     recipe = load_recipe(recipe_dict(accelerate_config=DROP, use_cpu=DROP, bf16=True))
     assert (recipe.pipeline.accelerate_config, recipe.pipeline.num_processes) == ("zero3", 2)
     # A recipe that names its accelerate config keeps it, whatever the machine.
@@ -878,3 +858,16 @@ def test_freeze_layers_is_checked_before_training(tiny_model_dir):
         ).training.freeze_layers
         == 1
     )
+
+
+def test_benchmark_names_are_checked_where_the_benchmarks_are_known():
+    """The recipe loader does not know the evaluation's registry (configuration imports no step above it); the
+    runner and the training entry point check the names with the loader's kind of message before anything runs."""
+    from open_r1_nb.evaluate.benchmarks import check_benchmark_names
+
+    recipe = load_recipe(recipe_dict(benchmarks=["aime25", "math_500"]))
+    with pytest.raises(RecipeError) as exc:
+        check_benchmark_names(recipe.training.benchmarks, "recipe x.yaml")
+    assert exc.value.key == "benchmarks" and exc.value.value == "aime25"
+    assert_names(exc, "benchmarks", "recipe x.yaml: ", "did you mean `aime24`", "math_500")
+    check_benchmark_names(["aime24", "smoke"])  # known names pass

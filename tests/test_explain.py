@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from open_r1_nb import explain
+from open_r1_nb import explain, hardware
 from open_r1_nb.config import load_recipe
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT
 
@@ -24,10 +24,8 @@ def _recipe(name: str, **overrides):
 
 
 def test_devices_and_ranks_follow_the_profile(monkeypatch):
-    from open_r1_nb import config
-
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)  # the loader keeps cpu_demo's bf16
-    monkeypatch.setattr(explain, "cpu_supports_bf16", lambda: True)
+    # The loader keeps cpu_demo's bf16, and the notebooks' text says so.
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     smoke, demo, gpu = _recipe("smoke"), _recipe("cpu_demo"), _recipe("openr1_distill_7b")
     assert "**2 training processes** on the CPU" in explain.devices_text(smoke)
     assert "float32" in explain.devices_text(smoke)
@@ -40,11 +38,11 @@ def test_devices_and_ranks_follow_the_profile(monkeypatch):
 
 
 def test_precision_says_why_bf16_is_off_on_a_cpu_without_it(monkeypatch):
-    monkeypatch.setattr(explain, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     demo = _recipe("cpu_demo")
     demo.training.bf16 = False  # what the loader does on such a CPU
     assert "this CPU has no bf16 units" in explain.devices_text(demo)
-    monkeypatch.setattr(explain, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     assert explain.devices_text(_recipe("smoke")).endswith("in float32.")  # the profile's own choice
 
 

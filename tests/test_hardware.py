@@ -144,15 +144,15 @@ def test_device_auto_moves_the_demo_to_a_gpu_and_leaves_it_on_a_cpu():
 
 
 def test_a_cpu_without_bf16_units_applies_the_profiles_fp32_overrides(monkeypatch):
-    import open_r1_nb.config as config
+    import open_r1_nb.hardware as hardware
 
     cpu = DeviceChoice("cpu", False, False, "cpu_1proc", "auto", "no GPU")
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
     assert recipe.training.bf16 and recipe.training.freeze_layers == 0  # bf16 units: every weight trains
     assert not any("cpu_fp32_overrides" in n for n in recipe.notes)
 
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     recipe = load_recipe(REPO_ROOT / "parameters/cpu_demo.yaml", check_files=False, device_choice=cpu)
     assert not recipe.training.bf16 and recipe.training.freeze_layers == 15
     assert any("cpu_fp32_overrides apply (freeze_layers: 15)" in n for n in recipe.notes)

@@ -19,7 +19,7 @@ from types import SimpleNamespace as NS
 
 import datasets
 import pytest
-from profiles import DROP, write_profile
+from profiles import DROP, recipe_dict, write_profile
 
 from open_r1_nb import data, env, pipeline
 from open_r1_nb import decontaminate as dc
@@ -30,28 +30,8 @@ PACKAGE = REPO_ROOT / "open_r1_nb"
 HF_DUMMY, WANDB_DUMMY = "hf_dummySECRET123456", "wandb_dummySECRET654321"
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Recipes build device state lazily; start and leave each test without an Accelerator or PartialState."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def recipe_dict(**changes) -> dict:
-    """A minimal valid recipe with Hub ids only, changed by ``changes`` (DROP removes a key)."""
-    base = {
-        "model_name_or_path": "org/model",
-        "dataset_name": "org/data",
-        "run_name": "unit",
-        "use_cpu": True,
-        "bf16": False,
-        "accelerate_config": "cpu_2proc",
-    }
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not DROP}
+# Recipes build device state lazily: every test here starts and ends without an Accelerator or PartialState.
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _conv(question: str, answer: str = "<think>\nsteps\n</think>\n\nThe answer is \\boxed{1}.") -> list[dict]:

@@ -175,12 +175,12 @@ def test_learning_curve_needs_kept_checkpoints_and_a_benchmark():
 
 
 def test_cpu_bf16_recipe_falls_back_to_fp32_where_the_cpu_has_no_bf16(monkeypatch):
-    from open_r1_nb import config
+    from open_r1_nb import hardware
 
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     recipe = load_recipe("parameters/cpu_long.yaml", check_files=False)
     assert recipe.training.bf16 is False
     assert any("bf16: true -> false" in note for note in recipe.notes)
-    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     recipe = load_recipe("parameters/cpu_long.yaml", check_files=False)
     assert recipe.training.bf16 is True and not any("bf16" in note for note in recipe.notes)

@@ -110,6 +110,22 @@ def test_set_is_validated_like_the_file_before_anything_runs(recorded, profile, 
     assert recorded == [] and not (tmp_path / "runs").exists()
 
 
+def test_an_unknown_benchmark_stops_the_run_before_anything_runs(recorded, profile, tmp_path, tiny_model_dir,
+                                                                  smoke_data_dir):  # fmt: skip
+    with pytest.raises(
+        RecipeError, match=r"command-line overrides .*not a known benchmark \(did you mean `smoke`"
+    ):
+        _run(profile, overrides=pipeline.parse_set(["benchmarks=[smoek]"]))
+    # In the profile itself, the error is the profile's, not the overrides'.
+    bad = _profile(tmp_path, tiny_model_dir, smoke_data_dir, benchmarks=["aime25"])
+    with pytest.raises(
+        RecipeError, match=r"^recipe .*`benchmarks: 'aime25'` is not a known benchmark"
+    ) as exc:
+        _run(bad, overrides=pipeline.parse_set(["learning_rate=1e-4"]))
+    assert exc.value.key == "benchmarks" and "aime24" in str(exc.value)
+    assert recorded == [] and not (tmp_path / "runs").exists()
+
+
 def test_set_run_name_is_the_run_folder(recorded, profile, tmp_path):
     _run(profile, overrides=pipeline.parse_set(["run_name=other"]), only=["01"])
     assert (tmp_path / "runs" / "other" / "recipe.yaml").exists()

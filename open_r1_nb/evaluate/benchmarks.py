@@ -314,6 +314,22 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
+def check_benchmark_names(names: list[str] | None, where: str = "") -> None:
+    """A recipe's ``benchmarks`` must be names of this registry. The runner and the training entry point call this
+    before anything runs (an unknown name would otherwise surface after training), with the recipe loader's message."""
+    from open_r1_nb.config.errors import did_you_mean, recipe_error
+
+    for name in names or []:
+        if name not in BENCHMARKS:
+            raise recipe_error(
+                "benchmarks",
+                name,
+                f"is not a known benchmark{did_you_mean(name, BENCHMARKS)}",
+                f"use names among {sorted(BENCHMARKS)}",
+                where,
+            )
+
+
 def load_problems(
     name: str, path: str | None = None, limit: int | None = None, seed: int = 0
 ) -> list[Problem]:

