@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from open_r1_nb.config import load_recipe, parse_overrides
+    from open_r1_nb.evaluate.benchmarks import check_benchmark_names
 
     parser = argparse.ArgumentParser(description="SFT on reasoning traces (open-r1 step 1).")
     parser.add_argument("--config", required=True, help="a recipe YAML, e.g. runs/<run>/recipe.yaml")
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_saved_model(load_recipe(args.config, overrides=overrides), Path(args.evaluate_only))
         return 0
     recipe = load_recipe(args.config, overrides=overrides, check_files=True, setup_devices=True)
+    # Evaluation runs after training, so an unknown benchmark name must stop the run now, not hours later.
+    check_benchmark_names(recipe.training.benchmarks, f"recipe {recipe.source}")
     try:
         model_dir = train(recipe)
     finally:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+from profiles import write_profile
+
 from open_r1_nb import sft
+from open_r1_nb.config import RecipeError
 
 
 def _args(**kw):
@@ -193,3 +197,19 @@ def test_training_log_writes_each_transformers_line_once_under_ci():
     env = {**__import__("os").environ, "CI": "true"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert (out.stdout + out.stderr).count("Saving model checkpoint to X") == 1, out.stdout + out.stderr
+
+
+def test_an_unknown_benchmark_stops_the_training_entry_point_before_training(
+    tmp_path, tiny_model_dir, smoke_data_dir, monkeypatch, fresh_accelerate_state
+):
+    """The benchmarks run after training: a misspelt name must stop ``python -m open_r1_nb.sft`` before it trains."""
+    monkeypatch.setenv("OPEN_R1_NB_RUNS", str(tmp_path / "runs"))
+    profile = write_profile(
+        tmp_path, tiny_model_dir, smoke_data_dir, "misspelt", benchmarks=["smoek"], accelerate_config="cpu_1proc",
+        num_processes=1,
+    )  # fmt: skip
+    monkeypatch.setattr(sft, "train", lambda recipe: pytest.fail("training started"))
+    with pytest.raises(
+        RecipeError, match=r"`benchmarks: 'smoek'` is not a known benchmark \(did you mean `smoke`"
+    ):
+        sft.main(["--config", str(profile)])
