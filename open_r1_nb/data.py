@@ -19,8 +19,13 @@ import numpy as np
 
 from open_r1_nb import decontaminate as dc
 
-# Reading one source lives in open_r1_nb.sources; its public names stay importable from here (see __all__).
-from open_r1_nb.sources import DatasetLoadError, hub_unreachable_reason, load_source, split_names
+# Reading one source lives in open_r1_nb.sources; its public names stay importable from here (F401: re-exported).
+from open_r1_nb.sources import (
+    DatasetLoadError,
+    hub_unreachable_reason,  # noqa: F401
+    load_source,
+    split_names,  # noqa: F401
+)
 
 logger = logging.getLogger(__name__)
 
@@ -620,31 +625,3 @@ def prepare_for_training(
     import datasets
 
     return datasets.DatasetDict(splits), notes
-
-
-__all__: list[str] = [
-    "OVERLONG_POLICIES",
-    "THINK_CLOSE",
-    "THINK_OPEN",
-    "VALID_ROLES",
-    "DatasetLoadError",  # from open_r1_nb.sources
-    "DatasetValidationError",
-    "LengthStats",
-    "RowProblem",
-    "check_conversation",
-    "find_problems",
-    "get_dataset",
-    "handle_overlong",
-    "heldout_examples",
-    "hub_unreachable_reason",  # from open_r1_nb.sources
-    "length_stats",
-    "load_source",  # from open_r1_nb.sources
-    "mixture_table",
-    "overlong_note",
-    "plot_lengths",
-    "prepare_for_training",
-    "split_names",  # from open_r1_nb.sources
-    "to_prompt_completion",
-    "token_lengths",
-    "validate_dataset",
-]
