@@ -43,22 +43,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-# What moved out of this module stays importable from it (launch.cuda_available, launch.TrainingLog, ...).
-from open_r1_nb.cuda_check import (  # noqa: F401
-    _DRIVER_VERSION,
-    MIN_DRIVER_FOR_CUDA,
-    cuda_available,
-    cuda_problem,
-    nvidia_driver_version,
-)
+# A name imported as itself (``X as X``) moved out of this module and is re-exported: launch.X keeps working.
+from open_r1_nb.cuda_check import _DRIVER_VERSION as _DRIVER_VERSION
+from open_r1_nb.cuda_check import MIN_DRIVER_FOR_CUDA as MIN_DRIVER_FOR_CUDA
+from open_r1_nb.cuda_check import cuda_available, cuda_problem
+from open_r1_nb.cuda_check import nvidia_driver_version as nvidia_driver_version
 from open_r1_nb.paths import PARAMETERS_DIR, REPO_ROOT, resolve_local
-from open_r1_nb.redaction import (  # noqa: F401
-    redact,
-    secret_arguments,
-    secret_values,
-    without_secret_arguments,
-)
-from open_r1_nb.training_log import TrainingLog, parse_log_line  # noqa: F401
+from open_r1_nb.redaction import redact, secret_arguments, secret_values
+from open_r1_nb.redaction import without_secret_arguments as without_secret_arguments
+from open_r1_nb.training_log import TrainingLog as TrainingLog
+from open_r1_nb.training_log import parse_log_line as parse_log_line
 
 ACCELERATE_CONFIG_DIR = PARAMETERS_DIR / "accelerate"
 DEFAULT_PORT = 29500
