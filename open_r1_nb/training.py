@@ -16,12 +16,8 @@ from typing import Any
 
 from open_r1_nb import launch
 from open_r1_nb.config import save_recipe
-from open_r1_nb.pipeline import (
-    RECIPE_FILE,
-    check_training_reuse,
-    merge_metrics,
-    record_training_fingerprint,
-)
+from open_r1_nb.pipeline import check_training_reuse, record_training_fingerprint
+from open_r1_nb.run_files import RECIPE_FILE, merge_metrics
 
 
 @dataclass

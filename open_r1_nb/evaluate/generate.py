@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.cuda_check import cuda_available
 from open_r1_nb.evaluate.generate_common import GenerationConfig, Sample, load_tokenizer, render_prompts
 
 # The names marked F401 are outside __all__ but stay importable from here, as before the split (scripts use them).
@@ -47,7 +48,6 @@ from open_r1_nb.evaluate.generate_vllm import (
     vllm_sampling_params,
     vllm_shard_devices,
 )
-from open_r1_nb.launch import cuda_available
 
 logger = logging.getLogger(__name__)
 

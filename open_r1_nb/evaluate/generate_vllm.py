@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from open_r1_nb.cuda_check import cuda_available
 from open_r1_nb.evaluate.generate_common import GenerationConfig, Sample, _copies, _decode
-from open_r1_nb.launch import cuda_available
 
 # The logger of the module this code was split from, so that a filter or a test listening there still hears it.
 logger = logging.getLogger("open_r1_nb.evaluate.generate")
