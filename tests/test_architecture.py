@@ -42,7 +42,9 @@ def _targets(importer: str, node: ast.Import | ast.ImportFrom) -> list[str]:
             anchor = anchor[: len(anchor) - (node.level - 1)]
             base = ".".join([*anchor, base] if base else anchor)
         # `from pkg import sub` names the submodule `pkg.sub`; `from mod import name` names `mod`.
-        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        names = [
+            f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names
+        ]
     return [name for name in names if name in MODULES]
 
 
@@ -124,7 +126,9 @@ def test_cycle_finder_finds_a_circle_and_only_a_circle():
 
 def test_no_import_cycles_between_the_package_modules():
     cycles = find_cycles(import_graph())
-    assert not cycles, "modules that import each other in a circle: " + "; ".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, "modules that import each other in a circle: " + "; ".join(
+        " <-> ".join(c) for c in cycles
+    )
 
 
 def test_configuration_imports_no_step_above_it():
@@ -145,7 +149,9 @@ def test_configuration_imports_no_step_above_it():
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_module_is_short_enough_to_read(name):
     lines = len(MODULES[name].read_text().splitlines())
-    assert lines <= MAX_LINES, f"{MODULES[name]} has {lines} lines; split it along a seam a newcomer finds by name"
+    assert lines <= MAX_LINES, (
+        f"{MODULES[name]} has {lines} lines; split it along a seam a newcomer finds by name"
+    )
 
 
 @pytest.mark.parametrize("package", sorted(PACKAGES - {ROOT}))
@@ -154,3 +160,22 @@ def test_each_subpackage_says_what_lives_where(package):
     modules = sorted(n.rpartition(".")[2] for n in MODULES if n.rpartition(".")[0] == package)
     missing = [m for m in modules if f"``{m}``" not in doc]
     assert doc and not missing, f"{package}/__init__.py's docstring does not name {missing}"
+
+
+def test_the_readme_map_names_every_module():
+    """README's "Where things are" names every file of the package (subpackages as ``name/``), so that the map a
+    newcomer reads first matches the tree."""
+    readme = (PACKAGE_DIR.parent / "README.md").read_text()
+    start = readme.index("## Where things are")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    missing = [
+        str(path.relative_to(PACKAGE_DIR))
+        for path in MODULES.values()
+        if path.name != "__init__.py" and path.name not in section
+    ]
+    missing += [
+        f"{name.rpartition('.')[2]}/"
+        for name in PACKAGES - {ROOT}
+        if f"{name.rpartition('.')[2]}/" not in section
+    ]
+    assert not missing, f"README's map does not name {missing}"
