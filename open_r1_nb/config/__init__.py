@@ -1,10 +1,7 @@
 """Step 1, configuration: read a profile (one flat YAML recipe), validate it and turn it into typed arguments.
 
-Where things are: ``loading`` (:func:`load_recipe`: read, rename, override, coerce, build) over ``schema`` (the
-dataclasses and which owns which key), ``mixture`` (dataset mixtures), ``recipe`` (:class:`Recipe`, ``save_recipe``),
-``checks`` (what is checked before anything heavy), ``defaults`` (what the loader fills in: run name, launcher,
-``device: auto``), ``files`` (accelerate configs, profiles, chat templates), ``keys`` (upstream renames), ``coerce``
-(value types) and ``errors`` (:class:`RecipeError`).
+Where things are: ``loading`` (``load_recipe``) over ``schema`` (the dataclasses), ``mixture``, ``recipe``, ``checks``,
+``defaults`` (keys the loader fills in), ``files`` (accelerate configs, templates), ``keys``, ``coerce``, ``errors``.
 
 A profile ``parameters/<profile>.yaml`` is an open-r1 recipe: the same keys as open-r1's ``recipes/*/sft/*.yaml``
 (model arguments, script arguments, SFT config) plus a few pipeline keys (``accelerate_config``,
