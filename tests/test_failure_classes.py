@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 import pytest
+from trainers import smoke_rows, tiny_trainer
 
 from open_r1_nb import data, launch, pipeline, sft
 from open_r1_nb.config import load_recipe, save_recipe
@@ -333,26 +334,11 @@ def test_a_port_taken_before_the_rendezvous_binds_it_is_retried(probe, tmp_path,
 
 
 def _trainer(tiny_model_dir, smoke_data_dir, output_dir: Path, max_steps: int):
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig
-
-    from open_r1_nb.model import prepare_tokenizer
-
-    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:8]]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prepare_tokenizer(tokenizer)
-    args = SFTConfig(
-        output_dir=str(output_dir), use_cpu=True, report_to="none", bf16=False, max_length=256,
+    trainer, _ = tiny_trainer(
+        tiny_model_dir, smoke_rows(smoke_data_dir, 8), output_dir, callbacks=[sft.CheckpointCompleteCallback()],
         per_device_train_batch_size=2, max_steps=max_steps, save_steps=1, logging_steps=1, disable_tqdm=True,
     )  # fmt: skip
-    return sft.ThroughputSFTTrainer(
-        model=str(tiny_model_dir),
-        args=args,
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
-        processing_class=tokenizer,
-        callbacks=[sft.CheckpointCompleteCallback()],
-    )
+    return trainer
 
 
 def _resumes_from(tiny_model_dir, smoke_data_dir, output_dir: Path, step: int) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from trainers import smoke_launch_command
 
 from open_r1_nb import launch, sft
-from open_r1_nb.config import load_recipe, save_recipe
 from open_r1_nb.paths import REPO_ROOT
 
 
@@ -36,19 +36,13 @@ def test_partial_checkpoints_are_never_chosen(tmp_path):
 @pytest.mark.slow
 def test_sigkill_after_first_checkpoint_then_resume(tiny_model_dir, smoke_data_dir, tmp_path):
     max_steps, save_steps = 160, 40
-    recipe = load_recipe(
-        REPO_ROOT / "parameters/smoke.yaml",
-        overrides={
-            "run_name": "resume_test",
-            "max_steps": max_steps,
-            "save_steps": save_steps,
-            "save_total_limit": 3,
-        },
-    ).resolved_for_run()
-    recipe.training.output_dir = str(tmp_path / "checkpoints")
-    recipe_path = save_recipe(recipe, tmp_path / "recipe.yaml")
-    cmd = launch.build_command(
-        recipe_path, recipe.accelerate_config_file(), 2, main_process_port=launch.free_port(29517)
+    cmd = smoke_launch_command(
+        tmp_path,
+        29517,
+        run_name="resume_test",
+        max_steps=max_steps,
+        save_steps=save_steps,
+        save_total_limit=3,
     )
     env = launch.launch_env(cpu=True)
 

@@ -6,11 +6,11 @@ these tests count saves and uploads with a stand-in for the Hub API, so nothing 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from trainers import smoke_rows, tiny_trainer
 
 
 class FakeHubApi:
@@ -47,26 +47,10 @@ def fake_hub(monkeypatch):
 
 
 def _trainer(tiny_model_dir, smoke_data_dir, output_dir: Path, push_to_hub: bool):
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig
-
-    from open_r1_nb.model import prepare_tokenizer
-    from open_r1_nb.sft import ThroughputSFTTrainer
-
-    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:4]]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prepare_tokenizer(tokenizer)
-    args = SFTConfig(
-        output_dir=str(output_dir), use_cpu=True, report_to="none", bf16=False, max_length=256,
+    trainer, tokenizer = tiny_trainer(
+        tiny_model_dir, smoke_rows(smoke_data_dir, 4), output_dir,
         push_to_hub=push_to_hub, hub_model_id="tiny-distill" if push_to_hub else None,
     )  # fmt: skip
-    trainer = ThroughputSFTTrainer(
-        model=str(tiny_model_dir),
-        args=args,
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
-        processing_class=tokenizer,
-    )
     saves: list[Path] = []
     original = trainer._save
 

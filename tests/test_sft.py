@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from profiles import write_profile
+from trainers import smoke_rows, tiny_trainer
 
 from open_r1_nb import sft
 from open_r1_nb.config import RecipeError
@@ -81,29 +82,12 @@ def _loss_ours_then_trls(trainer, batch, items):
 def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(
     tiny_model_dir, smoke_data_dir, tmp_path
 ):
-    import json
-
     import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig
 
-    from open_r1_nb.model import prepare_tokenizer
-    from open_r1_nb.sft import ThroughputSFTTrainer
-
-    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:8]]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prepare_tokenizer(tokenizer)
-    args = SFTConfig(
-        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, report_to="none",
-        gradient_checkpointing=False, bf16=False, max_length=1024,
+    trainer, _ = tiny_trainer(
+        tiny_model_dir, smoke_rows(smoke_data_dir, 8), tmp_path,
+        per_device_train_batch_size=4, gradient_checkpointing=False, max_length=1024,
     )  # fmt: skip
-    trainer = ThroughputSFTTrainer(
-        model=str(tiny_model_dir),
-        args=args,
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
-        processing_class=tokenizer,
-    )
     assert trainer._labelled_head_loss
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["attention_mask"] == 0).any()  # padded: the masks matter
@@ -119,31 +103,20 @@ def test_cpu_loss_over_labelled_positions_equals_trls_fused_head_loss(
 
 
 def test_completion_only_loss_trains_on_the_answer_and_its_eos(tiny_model_dir, smoke_data_dir, tmp_path):
-    import json
-
     from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig
 
     from open_r1_nb.data import to_prompt_completion
-    from open_r1_nb.model import prepare_tokenizer
-    from open_r1_nb.sft import ThroughputSFTTrainer
 
-    rows = [json.loads(line) for line in (smoke_data_dir / "train.jsonl").read_text().splitlines()[:4]]
+    rows = smoke_rows(smoke_data_dir, 4)
     split = to_prompt_completion(Dataset.from_list([{"messages": r["messages"]} for r in rows]))
     assert split.column_names == ["prompt", "completion"]
     assert split[0]["prompt"] == rows[0]["messages"][:-1]
     assert split[0]["completion"] == rows[0]["messages"][-1:]
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prepare_tokenizer(tokenizer)
-    args = SFTConfig(
-        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, report_to="none",
-        gradient_checkpointing=False, bf16=False, max_length=1024, completion_only_loss=True,
+    trainer, tokenizer = tiny_trainer(
+        tiny_model_dir, split, tmp_path,
+        per_device_train_batch_size=4, gradient_checkpointing=False, max_length=1024, completion_only_loss=True,
     )  # fmt: skip
-    trainer = ThroughputSFTTrainer(
-        model=str(tiny_model_dir), args=args, train_dataset=split, processing_class=tokenizer
-    )
     for row, features in zip(rows, trainer.train_dataset, strict=True):
         ids, labels = features["input_ids"], features["labels"]
         prompt_ids = tokenizer.apply_chat_template(

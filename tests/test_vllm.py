@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
+from trainers import smoke_launch_command
 from varied_model import build_varied_model
 
 from open_r1_nb import assets, launch
-from open_r1_nb.config import load_recipe, save_recipe
+from open_r1_nb.config import load_recipe
 from open_r1_nb.evaluate import generate as gen
 from open_r1_nb.evaluate import generate_vllm
 from open_r1_nb.evaluate.generate import GenerationConfig, generate
-from open_r1_nb.paths import REPO_ROOT, cache_dir
+from open_r1_nb.paths import cache_dir
 
 PROMPTS = [[{"role": "user", "content": f"What is {i} + {3 * i}?"}] for i in range(6)]
 PROMPTS[2] = [
@@ -250,21 +251,15 @@ def test_two_engine_processes(vllm_model_dir, sampled_in_one_engine, caplog):
 @pytest.mark.slow
 def test_evaluation_after_training_runs_in_its_own_process(vllm_model_dir, smoke_data_dir, tmp_path):
     """A real two-rank training run of the smoke recipe, then its benchmarks with vLLM in a fresh process."""
-    recipe = load_recipe(
-        REPO_ROOT / "parameters/smoke.yaml",
-        overrides={
-            "run_name": "vllm_after_training",
-            "model_name_or_path": str(vllm_model_dir),
-            "max_steps": 2,
-            "save_strategy": "no",
-            "eval_backend": "vllm",
-            "vllm_max_model_length": 160,
-        },
-    ).resolved_for_run()
-    recipe.training.output_dir = str(tmp_path / "checkpoints")
-    recipe_path = save_recipe(recipe, tmp_path / "recipe.yaml")
-    cmd = launch.build_command(
-        recipe_path, recipe.accelerate_config_file(), 2, main_process_port=launch.free_port(29531)
+    cmd = smoke_launch_command(
+        tmp_path,
+        29531,
+        run_name="vllm_after_training",
+        model_name_or_path=str(vllm_model_dir),
+        max_steps=2,
+        save_strategy="no",
+        eval_backend="vllm",
+        vllm_max_model_length=160,
     )
     result = launch.run(cmd, tmp_path / "train.log", env=launch.launch_env(cpu=True), echo=False)
     log = result.log_path.read_text()
