@@ -29,20 +29,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from walkthrough import NOTEBOOKS
 
 from open_r1_nb import progress
 from open_r1_nb.paths import NOTEBOOKS_DIR, REPO_ROOT
 from open_r1_nb.pipeline import HEADLESS_KERNEL
 
-NOTEBOOKS = (
-    "00_environment",
-    "01_configuration",
-    "02_dataset",
-    "03_model_and_tokenizer",
-    "04_sft_training",
-    "05_save_and_publish",
-    "06_evaluation",
-)
 STDERR = "application/vnd.jupyter.stderr"  # how JupyterLab marks stderr and tracebacks: the pink boxes
 NOTEBOOK_TIMEOUT_MS = 900_000  # 04 on 2 busy cores: minutes
 CHROMIUM_HINT = "install it with `bash scripts/system_packages.sh` as root (or `apt-get install chromium`)"

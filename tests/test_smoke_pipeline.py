@@ -7,6 +7,7 @@ import json
 import nbformat
 import pytest
 import yaml
+from walkthrough import NOTEBOOKS
 
 from open_r1_nb.paths import REPO_ROOT
 from open_r1_nb.pipeline import PipelineError, run_pipeline
@@ -48,14 +49,7 @@ def monkeypatch_module():
 def test_every_notebook_ran_and_was_timed(smoke_run):
     run_dir, results, lines = smoke_run
     names = [r.name for r in results]
-    assert names[:6] == [
-        "00_environment",
-        "01_configuration",
-        "02_dataset",
-        "03_model_and_tokenizer",
-        "04_sft_training",
-        "05_save_and_publish",
-    ]
+    assert names[:6] == list(NOTEBOOKS[:6])  # 00-05 first, in order
     for r in results:
         assert r.ok and (run_dir / "notebooks" / f"{r.name}.ipynb").exists()
         assert any(line.strip().startswith(r.name) and line.rstrip().endswith(" s") for line in lines)
