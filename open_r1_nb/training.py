@@ -157,8 +157,11 @@ def training_summary(recipe, frame) -> dict[str, Any]:
             return None
         return float(steps[column].dropna().iloc[-1])
 
+    # The trainer's own step count: the log's last step is a multiple of logging_steps (140 of cpu_long's 143).
+    state_file = Path(recipe.training.output_dir) / "trainer_state.json"
+    global_step = json.loads(state_file.read_text()).get("global_step") if state_file.exists() else None
     summary = {
-        "steps": int(steps["step"].max()) if steps is not None and len(steps) else None,
+        "steps": global_step or (int(steps["step"].max()) if steps is not None and len(steps) else None),
         "loss_first": float(steps["loss"].iloc[0]) if steps is not None and len(steps) else None,
         "loss_last": float(steps["loss"].iloc[-1]) if steps is not None and len(steps) else None,
         "tokens_per_second": last("real_tokens_per_second"),

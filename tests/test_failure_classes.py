@@ -511,6 +511,27 @@ def test_the_training_summary_counts_every_step_when_the_log_was_cut_short(tmp_p
     assert list(training.training_frame(recipe)["step"]) == [1, 2, 3, 4, 5, 6]
 
 
+def test_the_training_summary_counts_the_trainers_steps_not_the_logged_ones(tmp_path):
+    """143 steps logged every 5: the log's last step is 140, the trainer's (trainer_state.json) 143. The learning
+    curve places the final model at this count, so a wrong one plots the last checkpoint twice."""
+    from open_r1_nb import training
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    history = [{"loss": 2.0 - i / 100, "step": i} for i in range(5, 141, 5)]
+    (run / "checkpoints" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 143, "log_history": history + [{"train_runtime": 9.0, "step": 143}]})
+    )
+    recipe = NS(
+        run_dir=run, num_processes=1, global_batch_size=lambda: 8,
+        training=NS(output_dir=str(run / "checkpoints"), logging_steps=5),
+    )  # fmt: skip
+    frame = training.training_frame(recipe)
+    assert frame["step"].max() == 140
+    assert training.training_summary(recipe, frame)["steps"] == 143
+    assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 143
+
+
 def test_what_trackers_and_notes_are_given_holds_no_token(tiny_model_dir):
     """W&B's callback logs ``args.to_dict()`` as the run's config, TensorBoard's ``args.to_json_string()`` and
     ``to_sanitized_dict()`` (wandb is not installed here, so its config is checked as the callback builds it); the
