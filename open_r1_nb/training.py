@@ -100,6 +100,16 @@ def training_finished(recipe) -> bool:
     return finished
 
 
+def trainer_state(recipe) -> dict[str, Any]:
+    """The newest ``trainer_state.json`` of the run (written at the end of training, and into every checkpoint),
+    or {} when there is none."""
+    output_dir = Path(recipe.training.output_dir)
+    states = [output_dir / "trainer_state.json"]
+    states += sorted(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    states = [p for p in states if p.exists()]
+    return json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text()) if states else {}
+
+
 def training_frame(recipe):
     """The run's training logs, one row per log (``step`` first), for the curves and the summary.
 
@@ -116,13 +126,7 @@ def training_frame(recipe):
         if log.exists()
         else launch.TrainingLog().to_frame()
     )
-    output_dir = Path(recipe.training.output_dir)
-    states = [output_dir / "trainer_state.json"]
-    states += sorted(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
-    states = [p for p in states if p.exists()]
-    if not states:
-        return frame
-    history = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text()).get("log_history", [])
+    history = trainer_state(recipe).get("log_history", [])
     rows = [
         {k: float(v) for k, v in entry.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         for entry in history
@@ -158,10 +162,10 @@ def training_summary(recipe, frame) -> dict[str, Any]:
         return float(steps[column].dropna().iloc[-1])
 
     # The trainer's own step count: the log's last step is a multiple of logging_steps (140 of cpu_long's 143).
-    state_file = Path(recipe.training.output_dir) / "trainer_state.json"
-    global_step = json.loads(state_file.read_text()).get("global_step") if state_file.exists() else None
+    logged = int(steps["step"].max()) if steps is not None and len(steps) else None
+    global_step = trainer_state(recipe).get("global_step")
     summary = {
-        "steps": global_step or (int(steps["step"].max()) if steps is not None and len(steps) else None),
+        "steps": max(global_step, logged or 0) if global_step else logged,
         "loss_first": float(steps["loss"].iloc[0]) if steps is not None and len(steps) else None,
         "loss_last": float(steps["loss"].iloc[-1]) if steps is not None and len(steps) else None,
         "tokens_per_second": last("real_tokens_per_second"),
