@@ -40,6 +40,7 @@ from open_r1_nb.config.schema import (
     _quiet,
 )
 
+# The package's name, as before config.py became a package: the recipe notes log under it still.
 logger = logging.getLogger("open_r1_nb.config")
 
 
